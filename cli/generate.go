@@ -1,0 +1,41 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/berth-project/berth/generator"
+	"github.com/berth-project/berth/syslog"
+)
+
+// unitDir matches berth-generator's default; only used for printing links.
+const unitDir = "/usr/lib/systemd/system"
+
+func init() {
+	register("generate", verb{
+		usage: "generate --dry-run [--root DIR]",
+		help:  "show the units berth-generator would write",
+		run:   generate,
+	})
+}
+
+func generate(e *env, args []string) int {
+	fs := e.flags("generate")
+	dryRun := fs.Bool("dry-run", false, "print what would be generated (required)")
+	root := fs.String("root", "", "read the config below `DIR`")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if !*dryRun || fs.NArg() > 0 {
+		fmt.Fprintln(e.stderr, "berth: generate only previews (--dry-run); systemctl daemon-reload runs the generator for real")
+		return exitUsage
+	}
+	rep := generator.Run(generator.Config{
+		Root: *root, OutDir: "/run/systemd/generator", UnitDir: unitDir, DryRun: true,
+		Stdout: e.stdout, Log: syslog.New("berth", e.stderr),
+	})
+	if len(rep.Failed) > 0 {
+		fmt.Fprintf(e.stderr, "berth: %d machine(s) would be skipped; see the errors above\n", len(rep.Failed))
+		return exitFail
+	}
+	return exitOK
+}

@@ -1,0 +1,49 @@
+// Command berth-generator is berth's systemd system generator; see
+// systemd.generator(7). It turns /etc/berth/machines/*.toml into .nspawn
+// files, systemd-nspawn@.service drop-ins and wants-links.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/berth-project/berth/generator"
+	"github.com/berth-project/berth/syslog"
+)
+
+// unitDir is set by meson to systemd's systemdsystemunitdir.
+var unitDir = "/usr/lib/systemd/system"
+
+func main() {
+	root := flag.String("root", "", "read config and write output below `DIR` (as systemctl --root)")
+	dryRun := flag.Bool("dry-run", false, "print what would be generated; write nothing")
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: %s [--root DIR] [--dry-run] [NORMAL-DIR [EARLY-DIR LATE-DIR]]\n", os.Args[0])
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	args := flag.Args()
+	if len(args) != 0 && len(args) != 1 && len(args) != 3 || len(args) == 0 && !*dryRun && *root == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	outDir := "/run/systemd/generator"
+	if len(args) > 0 {
+		outDir = args[0]
+	}
+	log := syslog.New("berth-generator", os.Stderr)
+	// SYSTEMD_SCOPE is set when PID 1 runs us; log where systemd shows
+	// generator output then, and plainly when a person runs us.
+	if os.Getenv("SYSTEMD_SCOPE") != "" && !*dryRun {
+		log = syslog.ForService("berth-generator")
+	}
+	rep := generator.Run(generator.Config{
+		Root: *root, OutDir: outDir, UnitDir: unitDir, DryRun: *dryRun, Stdout: os.Stdout, Log: log,
+	})
+	// A failed machine must not fail boot: exit 0 unless a person asked for
+	// a dry run and wants to know.
+	if *dryRun && len(rep.Failed) > 0 {
+		os.Exit(1)
+	}
+}

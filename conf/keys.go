@@ -1,0 +1,317 @@
+package conf
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Kind is the TOML shape a key accepts.
+type Kind uint8
+
+const (
+	// Bool is a TOML boolean, written as yes/no.
+	Bool Kind = iota
+	// String is a TOML string (or integer where KeyDef.Int allows it).
+	String
+	// BoolOrString takes either, for systemd keys such as PrivateUsers= that
+	// accept a boolean or a mode.
+	BoolOrString
+	// List is an array of strings: later files append, an empty array resets.
+	List
+	// Table is a table of string values: later files merge key by key.
+	Table
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Bool:
+		return "a boolean"
+	case String:
+		return "a string"
+	case BoolOrString:
+		return "a boolean or a string"
+	case List:
+		return "an array of strings"
+	case Table:
+		return "a table of strings"
+	}
+	return "?"
+}
+
+// KeyDef describes one key of a section: its shape and how to check a value.
+type KeyDef struct {
+	Name string
+	Kind Kind
+	// Int lets a String key also take a TOML integer (sizes, counts).
+	Int bool
+	// Specifiers marks unit-file keys whose values systemd expands %
+	// specifiers in; their % must be doubled when written.
+	Specifiers bool
+	// Quote says how systemd splits the value into words, and so how each
+	// element must be quoted to arrive intact.
+	Quote Quoting
+	// Check validates one scalar (or one list element, or one table value).
+	Check func(string) error
+}
+
+// Quoting is how systemd reads a key's value.
+type Quoting uint8
+
+const (
+	// Verbatim values are read as one string with surrounding blanks
+	// stripped, so such blanks cannot be expressed.
+	Verbatim Quoting = iota
+	// StrvWords values are split into words as config_parse_strv() does
+	// (.nspawn Parameters=, Environment=): quotes group, backslash is literal.
+	StrvWords
+	// CWords values are split as unit-file Environment= is: quotes group and
+	// C escapes such as \\ and \" are decoded.
+	CWords
+)
+
+// Section is one TOML table of a machine file and the keys it accepts.
+type Section struct {
+	Name string
+	Keys []KeyDef
+}
+
+// Key returns the definition of name, or nil.
+func (s *Section) Key(name string) *KeyDef {
+	for i := range s.Keys {
+		if s.Keys[i].Name == name {
+			return &s.Keys[i]
+		}
+	}
+	return nil
+}
+
+func (s *Section) keyNames() []string {
+	n := make([]string, len(s.Keys))
+	for i, k := range s.Keys {
+		n[i] = k.Name
+	}
+	return n
+}
+
+// Section names, in the order they are written.
+const (
+	SecMachine = "Machine"
+	SecExec    = "Exec"
+	SecFiles   = "Files"
+	SecNetwork = "Network"
+	SecUnit    = "Unit"
+	SecService = "Service"
+)
+
+// NspawnSections are the sections that map one to one onto systemd.nspawn(5).
+var NspawnSections = []string{SecExec, SecFiles, SecNetwork}
+
+// Sections is the schema of a machine file. [Exec], [Files] and [Network]
+// mirror systemd.nspawn(5) of systemd 257; [Unit] and [Service] feed the
+// systemd-nspawn@NAME.service drop-in; [Machine] holds berth's own keys.
+var Sections = []*Section{
+	{Name: SecMachine, Keys: []KeyDef{
+		{Name: "Enable", Kind: Bool},
+		{Name: "Template", Kind: String, Check: checkMachineName},
+	}},
+	{Name: SecExec, Keys: []KeyDef{
+		{Name: "Boot", Kind: Bool},
+		{Name: "Ephemeral", Kind: Bool},
+		{Name: "ProcessTwo", Kind: Bool},
+		{Name: "Parameters", Kind: List, Quote: StrvWords},
+		{Name: "Environment", Kind: Table, Quote: StrvWords},
+		{Name: "User", Kind: String},
+		{Name: "WorkingDirectory", Kind: String, Check: checkAbsPath},
+		{Name: "PivotRoot", Kind: String},
+		{Name: "Capability", Kind: List},
+		{Name: "DropCapability", Kind: List},
+		{Name: "AmbientCapability", Kind: List},
+		{Name: "NoNewPrivileges", Kind: Bool},
+		{Name: "KillSignal", Kind: String},
+		{Name: "Personality", Kind: String, Check: oneOf("x86", "x86-64", "arm64", "arm64-be")},
+		{Name: "MachineID", Kind: String, Check: checkID128},
+		{Name: "PrivateUsers", Kind: BoolOrString},
+		{Name: "NotifyReady", Kind: Bool},
+		{Name: "SystemCallFilter", Kind: List},
+		{Name: "LimitCPU", Kind: String, Int: true},
+		{Name: "LimitFSIZE", Kind: String, Int: true},
+		{Name: "LimitDATA", Kind: String, Int: true},
+		{Name: "LimitSTACK", Kind: String, Int: true},
+		{Name: "LimitCORE", Kind: String, Int: true},
+		{Name: "LimitRSS", Kind: String, Int: true},
+		{Name: "LimitNOFILE", Kind: String, Int: true},
+		{Name: "LimitAS", Kind: String, Int: true},
+		{Name: "LimitNPROC", Kind: String, Int: true},
+		{Name: "LimitMEMLOCK", Kind: String, Int: true},
+		{Name: "LimitLOCKS", Kind: String, Int: true},
+		{Name: "LimitSIGPENDING", Kind: String, Int: true},
+		{Name: "LimitMSGQUEUE", Kind: String, Int: true},
+		{Name: "LimitNICE", Kind: String, Int: true},
+		{Name: "LimitRTPRIO", Kind: String, Int: true},
+		{Name: "LimitRTTIME", Kind: String, Int: true},
+		{Name: "OOMScoreAdjust", Kind: String, Int: true},
+		{Name: "CPUAffinity", Kind: String},
+		{Name: "Hostname", Kind: String, Check: checkHostname},
+		{Name: "ResolvConf", Kind: String, Check: oneOf("off", "copy-host", "copy-static", "copy-uplink", "copy-stub",
+			"replace-host", "replace-static", "replace-uplink", "replace-stub", "bind-host", "bind-static", "bind-uplink",
+			"bind-stub", "delete", "auto")},
+		{Name: "Timezone", Kind: String, Check: oneOf("off", "copy", "bind", "symlink", "delete", "auto")},
+		{Name: "LinkJournal", Kind: String, Check: oneOf("no", "host", "try-host", "guest", "try-guest", "auto")},
+		{Name: "SuppressSync", Kind: Bool},
+	}},
+	{Name: SecFiles, Keys: []KeyDef{
+		{Name: "ReadOnly", Kind: Bool},
+		{Name: "Volatile", Kind: BoolOrString, Check: oneOf("yes", "no", "state", "overlay")},
+		{Name: "Bind", Kind: List},
+		{Name: "BindReadOnly", Kind: List},
+		{Name: "BindUser", Kind: List},
+		{Name: "TemporaryFileSystem", Kind: List},
+		{Name: "Inaccessible", Kind: List},
+		{Name: "Overlay", Kind: List},
+		{Name: "OverlayReadOnly", Kind: List},
+		{Name: "PrivateUsersOwnership", Kind: String, Check: oneOf("off", "chown", "map", "foreign", "auto")},
+	}},
+	{Name: SecNetwork, Keys: []KeyDef{
+		{Name: "Private", Kind: Bool},
+		{Name: "VirtualEthernet", Kind: Bool},
+		{Name: "VirtualEthernetExtra", Kind: List},
+		{Name: "Interface", Kind: List},
+		{Name: "MACVLAN", Kind: List},
+		{Name: "IPVLAN", Kind: List},
+		{Name: "Bridge", Kind: String},
+		{Name: "Zone", Kind: String},
+		{Name: "Port", Kind: List},
+	}},
+	{Name: SecUnit, Keys: []KeyDef{
+		{Name: "Description", Kind: String, Specifiers: true},
+		{Name: "Documentation", Kind: List, Specifiers: true},
+		{Name: "Wants", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "Requires", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "Requisite", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "BindsTo", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "PartOf", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "Upholds", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "Conflicts", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "Before", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "After", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "OnFailure", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "OnSuccess", Kind: List, Specifiers: true, Check: checkUnitName},
+		{Name: "RequiresMountsFor", Kind: List, Specifiers: true, Check: checkAbsPath},
+		{Name: "ConditionPathExists", Kind: List, Specifiers: true},
+		{Name: "AssertPathExists", Kind: List, Specifiers: true},
+	}},
+	{Name: SecService, Keys: []KeyDef{
+		{Name: "Restart", Kind: String, Check: oneOf("no", "on-success", "on-failure", "on-abnormal", "on-watchdog", "on-abort", "always")},
+		{Name: "RestartSec", Kind: String, Int: true},
+		{Name: "TimeoutStartSec", Kind: String, Int: true},
+		{Name: "TimeoutStopSec", Kind: String, Int: true},
+		{Name: "Slice", Kind: String, Specifiers: true, Check: checkSliceName},
+		{Name: "MemoryMin", Kind: String, Int: true},
+		{Name: "MemoryLow", Kind: String, Int: true},
+		{Name: "MemoryHigh", Kind: String, Int: true},
+		{Name: "MemoryMax", Kind: String, Int: true},
+		{Name: "MemorySwapMax", Kind: String, Int: true},
+		{Name: "CPUWeight", Kind: String, Int: true},
+		{Name: "CPUQuota", Kind: String, Check: checkPercent},
+		{Name: "AllowedCPUs", Kind: String},
+		{Name: "AllowedMemoryNodes", Kind: String},
+		{Name: "TasksMax", Kind: String, Int: true},
+		{Name: "IOWeight", Kind: String, Int: true},
+		{Name: "DeviceAllow", Kind: List, Specifiers: true},
+		{Name: "Environment", Kind: Table, Specifiers: true, Quote: CWords},
+	}},
+}
+
+// SectionByName returns the schema of a section, or nil.
+func SectionByName(name string) *Section {
+	for _, s := range Sections {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func sectionNames() []string {
+	n := make([]string, len(Sections))
+	for i, s := range Sections {
+		n[i] = s.Name
+	}
+	return n
+}
+
+func oneOf(allowed ...string) func(string) error {
+	return func(v string) error {
+		if slices.Contains(allowed, v) {
+			return nil
+		}
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
+
+func checkAbsPath(v string) error {
+	if !path.IsAbs(v) {
+		return fmt.Errorf("%q is not an absolute path", v)
+	}
+	return nil
+}
+
+func checkMachineName(v string) error { return ValidateMachineName(v) }
+
+func checkHostname(v string) error {
+	if err := validateHostname(v); err != nil {
+		return fmt.Errorf("%q is not a valid hostname: %w", v, err)
+	}
+	return nil
+}
+
+func checkID128(v string) error {
+	s := strings.ReplaceAll(v, "-", "")
+	if len(s) != 32 || strings.Trim(strings.ToLower(s), "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not a 128-bit ID (32 hexadecimal digits)", v)
+	}
+	return nil
+}
+
+func checkPercent(v string) error {
+	n := strings.TrimSuffix(v, "%")
+	if n == v || n == "" || strings.Trim(n, "0123456789.") != "" {
+		return fmt.Errorf("%q is not a percentage such as \"50%%\"", v)
+	}
+	return nil
+}
+
+// checkUnitName accepts what systemd takes as a dependency: a unit name with
+// a known type suffix and only unit-name characters.
+func checkUnitName(v string) error {
+	dot := strings.LastIndexByte(v, '.')
+	if dot <= 0 {
+		return fmt.Errorf("%q is not a unit name (no type suffix such as .service)", v)
+	}
+	switch v[dot+1:] {
+	case "service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope":
+	default:
+		return fmt.Errorf("%q is not a unit name (unknown type %q)", v, v[dot+1:])
+	}
+	for _, r := range v {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(":-_.\\@%", r)) {
+			return fmt.Errorf("%q is not a unit name (bad character %q)", v, r)
+		}
+	}
+	if len(v) > 255 {
+		return fmt.Errorf("unit name %q is longer than 255 characters", v)
+	}
+	return nil
+}
+
+func checkSliceName(v string) error {
+	if err := checkUnitName(v); err != nil {
+		return err
+	}
+	if !strings.HasSuffix(v, ".slice") {
+		return fmt.Errorf("%q is not a slice unit", v)
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package conf
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Pos is where a value was set.
+type Pos struct {
+	File string
+	Line int
+}
+
+func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
+
+// Value is one key's value from one file, already checked against its
+// KeyDef. Scalars are normalized to the text systemd reads (booleans become
+// yes/no); a List that is empty but non-nil resets what came before.
+type Value struct {
+	Pos   Pos
+	Str   string
+	List  []string
+	Table map[string]string
+}
+
+// File is one parsed machine file or drop-in.
+type File struct {
+	Path   string
+	Values map[string]map[string]Value // section → key → value
+}
+
+// Parse decodes src strictly against the machine-file schema. Every problem
+// is reported with file, line and key; any problem rejects the whole file.
+func Parse(path string, src []byte) (*File, error) {
+	var raw map[string]any
+	if _, err := toml.Decode(string(src), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: path, Line: pe.Position.Line, Msg: "TOML syntax error: " + pe.Message}}
+		}
+		return nil, Errors{{File: path, Msg: "TOML syntax error: " + err.Error()}}
+	}
+	p := parser{file: &File{Path: path, Values: map[string]map[string]Value{}}, loc: newLocator(src)}
+	for _, secName := range slices.Sorted(maps.Keys(raw)) {
+		p.section(secName, raw[secName])
+	}
+	if len(p.errs) > 0 {
+		slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
+		return nil, p.errs
+	}
+	return p.file, nil
+}
+
+type parser struct {
+	file *File
+	loc  *locator
+	errs Errors
+}
+
+func (p *parser) errorf(line int, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file.Path, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) section(name string, v any) {
+	line := p.loc.line(name)
+	sec := SectionByName(name)
+	if sec == nil {
+		p.errorf(line, "unknown section [%s]%s", name, didYouMean(name, sectionNames()))
+		return
+	}
+	tbl, ok := v.(map[string]any)
+	if !ok {
+		p.errorf(line, "%s must be a table ([%s]), not %s", name, name, tomlType(v))
+		return
+	}
+	for _, keyName := range slices.Sorted(maps.Keys(tbl)) {
+		kline := p.loc.line(name, keyName)
+		def := sec.Key(keyName)
+		if def == nil {
+			p.errorf(kline, "unknown key %q in [%s]%s", keyName, name, didYouMean(keyName, sec.keyNames()))
+			continue
+		}
+		val, err := convert(def, tbl[keyName])
+		if err != nil {
+			p.errorf(kline, "[%s] %s: %v", name, keyName, err)
+			continue
+		}
+		val.Pos = Pos{p.file.Path, kline}
+		if p.file.Values[name] == nil {
+			p.file.Values[name] = map[string]Value{}
+		}
+		p.file.Values[name][keyName] = val
+	}
+}
+
+// convert checks a decoded TOML value against def and normalizes it.
+func convert(def *KeyDef, v any) (Value, error) {
+	var val Value
+	switch def.Kind {
+	case Bool:
+		b, ok := v.(bool)
+		if !ok {
+			return val, fmt.Errorf("expected %s (true or false), got %s", def.Kind, tomlType(v))
+		}
+		val.Str = yesNo(b)
+		return val, nil
+	case String, BoolOrString:
+		s, err := scalar(def, v)
+		if err != nil {
+			return val, err
+		}
+		val.Str = s
+		return val, checkValue(def, s)
+	case List:
+		arr, ok := v.([]any)
+		if !ok {
+			return val, fmt.Errorf("expected %s, got %s", def.Kind, tomlType(v))
+		}
+		val.List = make([]string, 0, len(arr))
+		for i, e := range arr {
+			s, ok := e.(string)
+			if !ok {
+				return val, fmt.Errorf("element %d: expected a string, got %s", i+1, tomlType(e))
+			}
+			if err := checkValue(def, s); err != nil {
+				return val, fmt.Errorf("element %d: %w", i+1, err)
+			}
+			val.List = append(val.List, s)
+		}
+		return val, nil
+	case Table:
+		tbl, ok := v.(map[string]any)
+		if !ok {
+			return val, fmt.Errorf("expected %s such as { NAME = \"value\" }, got %s", def.Kind, tomlType(v))
+		}
+		val.Table = make(map[string]string, len(tbl))
+		for _, k := range slices.Sorted(maps.Keys(tbl)) {
+			if err := checkEnvName(k); err != nil {
+				return val, err
+			}
+			s, ok := tbl[k].(string)
+			if !ok {
+				return val, fmt.Errorf("%s: expected a string, got %s", k, tomlType(tbl[k]))
+			}
+			if err := checkValue(def, s); err != nil {
+				return val, fmt.Errorf("%s: %w", k, err)
+			}
+			val.Table[k] = s
+		}
+		return val, nil
+	}
+	return val, fmt.Errorf("internal: unknown kind %d", def.Kind)
+}
+
+func scalar(def *KeyDef, v any) (string, error) {
+	switch t := v.(type) {
+	case string:
+		return t, nil
+	case bool:
+		if def.Kind == BoolOrString {
+			return yesNo(t), nil
+		}
+	case int64:
+		if def.Int {
+			return strconv.FormatInt(t, 10), nil
+		}
+	}
+	want := def.Kind.String()
+	if def.Int {
+		want = "a string or an integer"
+	}
+	return "", fmt.Errorf("expected %s, got %s", want, tomlType(v))
+}
+
+// checkValue applies what holds for every value systemd reads from a
+// key=value line, then the key's own check.
+func checkValue(def *KeyDef, s string) error {
+	switch {
+	case strings.ContainsAny(s, "\n\r"):
+		return errors.New("value contains a newline, which a systemd unit or .nspawn file cannot express")
+	case strings.ContainsRune(s, 0):
+		return errors.New("value contains a NUL byte")
+	case !utf8.ValidString(s):
+		return errors.New("value is not valid UTF-8")
+	case def.Quote == Verbatim && strings.TrimSpace(s) != s:
+		return fmt.Errorf("%q has leading or trailing blanks, which systemd would strip", s)
+	}
+	if def.Check != nil {
+		return def.Check(s)
+	}
+	return nil
+}
+
+func checkEnvName(k string) error {
+	valid := k != "" && !(k[0] >= '0' && k[0] <= '9')
+	for _, r := range k {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			valid = false
+		}
+	}
+	if !valid {
+		return fmt.Errorf("%q is not a valid environment variable name", k)
+	}
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func tomlType(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case []any, []map[string]any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("a %T", v)
+}

@@ -1,0 +1,138 @@
+package generator_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/berth-project/berth/testbed"
+)
+
+// The argv the web machine's payload is started with: every character that
+// unit-file or shell quoting could mangle.
+var trickyArgs = []string{"a b", "it's", `say "hi"`, `back\slash`, "$HOME", "100%", "%i", "", `trailing\`, "  padded  ", "'"}
+
+// payload writes what the container sees into /out (bound from the host),
+// then idles.
+const payload = `printf '%s\n' "$@" > /out/argv; env > /out/env; hostname > /out/hostname; ` +
+	`if touch /ro/probe 2>/dev/null; then echo rw; else echo ro; fi > /out/ro; exec sleep 1000`
+
+func tomlList(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = `'''` + w + `'''`
+		if strings.Contains(w, "'") {
+			q[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(w) + `"`
+		}
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// TestBootAndReload proves the generator on a real systemd: machines come
+// up at boot with exactly the settings of their file, drop-ins and
+// machines.d; disabled machines start on demand; masked and broken files
+// are skipped without harming the rest; daemon-reload picks up changes.
+func TestBootAndReload(t *testing.T) {
+	params := append([]string{"/bin/sh", "-c", payload, "sh"}, trickyArgs...)
+	var want strings.Builder
+	for _, a := range trickyArgs {
+		want.WriteString(a + "\n")
+	}
+	files := map[string]string{
+		"/etc/berth/machines/web.toml": `
+[Machine]
+Enable = true
+[Exec]
+Boot = false
+Hostname = "webhost"
+PrivateUsers = false
+Parameters = ` + tomlList(params) + `
+Environment = { GREETING = "hello world", QUOTED = "it's \"quoted\" 100% $HOME" }
+[Files]
+Bind = ["/srv/out-web:/out"]
+[Network]
+VirtualEthernet = false
+[Unit]
+Description = "Web 100% up"
+[Service]
+MemoryMax = "64M"
+`,
+		// Drop-ins: machines.d applies to all, web.toml.d only to web; a
+		// later table merges, a later array appends.
+		"/usr/lib/berth/machines.d/10-all.toml": "[Service]\nTasksMax = 77\n[Exec]\nEnvironment = { FROM_ALL = \"yes\" }\n",
+		"/etc/berth/machines/web.toml.d/20-web.toml": "[Exec]\nEnvironment = { GREETING = \"overridden\" }\n" +
+			"[Files]\nBindReadOnly = [\"/srv/ro:/ro\"]\n[Service]\nCPUQuota = \"150%\"\n",
+		"/srv/out-web/.keep": "",
+		"/srv/ro/file":       "read-only\n",
+		// Disabled: generated, not started at boot.
+		"/etc/berth/machines/idle.toml": "[Exec]\nBoot = false\nParameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nVirtualEthernet = false\n",
+		// Masked: the /etc symlink to /dev/null hides the /usr/lib file.
+		"/usr/lib/berth/machines/gone.toml": "[Machine]\nEnable = true\n[Exec]\nBoot = false\nParameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nVirtualEthernet = false\n",
+		// Broken: enabled, but a typo skips it; the others still run.
+		"/etc/berth/machines/broken.toml": "[Machine]\nEnable = true\n[Exec]\nBoot = false\nParamters = [\"/bin/sleep\", \"1000\"]\n",
+	}
+	script := `
+U=systemd-nspawn@web.service
+check web-running-at-boot wait_until 20 systemctl is-active $U
+check web-registered-with-machined wait_until 10 machinectl show web
+check web-argv-intact wait_until 10 diff -u /srv/expected-argv /srv/out-web/argv
+check web-env-from-file grep -qx 'QUOTED=it'"'"'s "quoted" 100% $HOME' /srv/out-web/env
+check web-env-table-merged grep -qx 'GREETING=overridden' /srv/out-web/env
+check web-env-machines.d grep -qx 'FROM_ALL=yes' /srv/out-web/env
+check web-hostname grep -qx webhost /srv/out-web/hostname
+check web-bind-readonly-dropin grep -qx ro /srv/out-web/ro
+check unit-memorymax test "$(systemctl show -P MemoryMax $U)" = 67108864
+check unit-tasksmax-machines.d test "$(systemctl show -P TasksMax $U)" = 77
+check unit-cpuquota-dropin test "$(systemctl show -P CPUQuotaPerSecUSec $U)" = 1.500000s
+check unit-description-percent test "$(systemctl show -P Description $U)" = "Web 100% up"
+check unit-sourcepath test "$(systemctl show -P SourcePath $U)" = /etc/berth/machines/web.toml
+check unit-dropin-listed sh -c "systemctl show -P DropInPaths $U | grep -q /run/systemd/generator/$U.d/50-berth.conf"
+
+check idle-not-started-at-boot sh -c '! systemctl is-active systemd-nspawn@idle.service'
+check idle-starts-on-demand systemctl start systemd-nspawn@idle.service
+check idle-running systemctl is-active systemd-nspawn@idle.service
+
+check masked-not-generated test ! -e /run/systemd/nspawn/gone.nspawn -a ! -e /run/systemd/generator/systemd-nspawn@gone.service.d
+check masked-not-running sh -c '! systemctl is-active systemd-nspawn@gone.service'
+check broken-not-generated test ! -e /run/systemd/nspawn/broken.nspawn
+check broken-not-running sh -c '! systemctl is-active systemd-nspawn@broken.service'
+
+# daemon-reload: idle's file goes, new.toml and a second broken file come.
+systemctl stop systemd-nspawn@idle.service
+rm /etc/berth/machines/idle.toml
+cp -a /var/lib/machines/idle /var/lib/machines/fresh
+printf '[Machine]\nEnable = true\n[Exec]\nBoot = false\nParameters = ["/bin/sleep", "1000"]\n[Network]\nVirtualEthernet = false\n' > /etc/berth/machines/fresh.toml
+printf '[Exec]\nBoot = "sometimes"\n' > /etc/berth/machines/broken2.toml
+since=$(date '+%Y-%m-%d %H:%M:%S')
+systemctl daemon-reload
+check reload-removes-stale-nspawn test ! -e /run/systemd/nspawn/idle.nspawn
+check reload-removes-stale-dropin test ! -e /run/systemd/generator/systemd-nspawn@idle.service.d
+check reload-adds-new test -e /run/systemd/nspawn/fresh.nspawn
+check reload-new-starts systemctl start systemd-nspawn@fresh.service
+check reload-web-untouched systemctl is-active systemd-nspawn@web.service
+check reload-error-in-journal wait_until 10 sh -c "journalctl --since '$since' -t berth-generator | grep -F '/etc/berth/machines/broken2.toml:2: [Exec] Boot: expected a boolean'"
+`
+	res := testbed.Boot(t, testbed.Scenario{
+		Name:   "boot-and-reload",
+		Files:  files,
+		Script: script,
+		Prepare: func(root string) error {
+			for _, m := range []string{"web", "idle", "gone", "broken"} {
+				if err := testbed.BusyboxMachine(root, m); err != nil {
+					return err
+				}
+			}
+			if err := os.WriteFile(filepath.Join(root, "srv/expected-argv"), []byte(want.String()), 0o644); err != nil {
+				return err
+			}
+			return os.Symlink("/dev/null", filepath.Join(root, "etc/berth/machines/gone.toml"))
+		},
+	})
+	// At boot, a container has no /dev/kmsg and no journal yet: generator
+	// errors reach the console, where systemd shows generator output.
+	if !strings.Contains(res.Console, "/etc/berth/machines/broken.toml:5: unknown key \"Paramters\" in [Exec]") {
+		t.Errorf("boot console does not report broken.toml:\n%s", res.Console)
+		t.Logf("journal: %s", res.Journal)
+	}
+}

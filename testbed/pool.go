@@ -1,0 +1,240 @@
+// Package testbed boots a real systemd — Debian trixie inside
+// systemd-nspawn — with berth installed by meson, runs a scenario script in
+// it and reports the checks the script made. The bootstrapped base lives as
+// a read-only btrfs subvolume on a loop-mounted pool and is cached between
+// runs; each scenario boots a throwaway snapshot of it.
+package testbed
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// Packages are what the base image holds: systemd with machined and
+// importd, the tools berth drives, and busybox for tiny test machines.
+var Packages = []string{
+	"systemd", "systemd-sysv", "systemd-container", "dbus", "libpam-systemd", "polkitd",
+	"btrfs-progs", "busybox-static", "mmdebstrap", "debootstrap", "zstd", "xz-utils",
+}
+
+// Suite is the Debian release the testbed boots: systemd 257.
+const Suite = "trixie"
+
+// DefaultDir holds the pool image and its mount point; BERTH_TESTBED_DIR
+// overrides it.
+const DefaultDir = "/var/lib/berth-testbed"
+
+// Pool is the mounted btrfs pool that holds the base and the snapshots.
+type Pool struct {
+	dir  string // DefaultDir or override
+	mnt  string // btrfs mount point
+	lock *os.File
+	log  io.Writer
+}
+
+// Open mounts the pool, creating it on first use. It holds a lock while it
+// changes anything so that parallel test binaries share one base.
+func Open(ctx context.Context, log io.Writer) (*Pool, error) {
+	dir := os.Getenv("BERTH_TESTBED_DIR")
+	if dir == "" {
+		dir = DefaultDir
+	}
+	p := &Pool{dir: dir, mnt: filepath.Join(dir, "pool"), log: log}
+	if err := os.MkdirAll(p.mnt, 0o755); err != nil {
+		return nil, err
+	}
+	if err := p.lockPool(); err != nil {
+		return nil, err
+	}
+	defer p.unlock()
+	if mounted(p.mnt) {
+		return p, nil
+	}
+	img := filepath.Join(dir, "pool.img")
+	if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+		// truncate -s 40G pool.img && mkfs.btrfs pool.img
+		if err := os.Truncate(createFile(img), 40<<30); err != nil {
+			return nil, fmt.Errorf("create %s: %w", img, err)
+		}
+		if err := p.run(ctx, "mkfs.btrfs", "-q", img); err != nil {
+			os.Remove(img)
+			return nil, err
+		}
+	}
+	// mount -o loop pool.img pool
+	if err := p.run(ctx, "mount", "-o", "loop", img, p.mnt); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func createFile(p string) string {
+	if f, err := os.Create(p); err == nil {
+		f.Close()
+	}
+	return p
+}
+
+func (p *Pool) lockPool() error {
+	f, err := os.OpenFile(filepath.Join(p.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	p.lock = f
+	return nil
+}
+
+func (p *Pool) unlock() {
+	if p.lock != nil {
+		p.lock.Close()
+		p.lock = nil
+	}
+}
+
+func mounted(dir string) bool {
+	var st, parent syscall.Stat_t
+	if syscall.Stat(dir, &st) != nil || syscall.Stat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+func (p *Pool) run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out strings.Builder
+	cmd.Stdout = io.MultiWriter(&out, p.log)
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(out.String(), 20))
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// baseName names the base by what went into it, so a changed package list
+// builds a new base instead of reusing a stale one.
+func baseName(extra []string) string {
+	h := sha256.Sum256([]byte(Suite + "\n" + strings.Join(Packages, ",") + "\n" + strings.Join(extra, ",") + "\nv1"))
+	return "base-" + hex.EncodeToString(h[:6])
+}
+
+// Base returns the read-only base subvolume, bootstrapping it with
+// mmdebstrap on first use (about half a minute with a reachable mirror).
+// extra adds packages for a derived base (benchmarks).
+func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
+	name := baseName(extra)
+	final := filepath.Join(p.mnt, name)
+	if _, err := os.Stat(filepath.Join(final, "usr/lib/os-release")); err == nil {
+		return final, nil
+	}
+	if err := p.lockPool(); err != nil {
+		return "", err
+	}
+	defer p.unlock()
+	if _, err := os.Stat(filepath.Join(final, "usr/lib/os-release")); err == nil {
+		return final, nil
+	}
+	tmp := final + ".tmp"
+	_ = p.DeleteSubvolume(ctx, tmp) // leftover of an interrupted build
+	// btrfs subvolume create base.tmp
+	if err := p.run(ctx, "btrfs", "subvolume", "create", tmp); err != nil {
+		return "", err
+	}
+	pkgs := append(append([]string{}, Packages...), extra...)
+	fmt.Fprintf(p.log, "testbed: bootstrapping %s (%s) into %s\n", Suite, strings.Join(pkgs, ","), tmp)
+	err := p.run(ctx, "mmdebstrap", "--variant=apt", "--include="+strings.Join(pkgs, ","), Suite, tmp)
+	if err == nil {
+		err = flattenNested(tmp)
+	}
+	if err == nil {
+		// btrfs property set base.tmp ro true; mv base.tmp base
+		err = p.run(ctx, "btrfs", "property", "set", tmp, "ro", "true")
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
+		if derr := p.DeleteSubvolume(context.Background(), tmp); derr != nil {
+			fmt.Fprintf(p.log, "testbed: cleanup of %s failed: %v\n", tmp, derr)
+		}
+		return "", fmt.Errorf("bootstrap testbed base: %w", err)
+	}
+	return final, nil
+}
+
+// flattenNested replaces the subvolumes systemd's packages create inside
+// the tree (/var/lib/machines, /var/lib/portables) with plain directories:
+// a snapshot would show them as dead empty directories anyway.
+func flattenNested(root string) error {
+	for _, d := range []string{"var/lib/machines", "var/lib/portables"} {
+		p := filepath.Join(root, d)
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		// btrfs subvolume delete DIR (it is empty in a fresh bootstrap)
+		if err := exec.Command("btrfs", "subvolume", "delete", p).Run(); err != nil {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("flatten %s: %w", p, err)
+			}
+		}
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return fmt.Errorf("flatten %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// Snapshot makes a writable snapshot of base named name.
+func (p *Pool) Snapshot(ctx context.Context, base, name string) (string, error) {
+	dst := filepath.Join(p.mnt, name)
+	// btrfs subvolume snapshot BASE NAME
+	if err := p.run(ctx, "btrfs", "subvolume", "snapshot", base, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// DeleteSubvolume deletes path and every subvolume nested below it, deepest
+// first, as btrfs refuses to delete a subvolume that still has children.
+func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	// btrfs subvolume list -o PATH: the subvolumes directly below PATH,
+	// with paths relative to the pool's top level.
+	out, err := exec.CommandContext(ctx, "btrfs", "subvolume", "list", "-o", path).Output()
+	if err != nil {
+		return fmt.Errorf("list subvolumes below %s: %w", path, err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		i := strings.Index(line, " path ")
+		if i < 0 {
+			continue
+		}
+		if err := p.DeleteSubvolume(ctx, filepath.Join(p.mnt, line[i+len(" path "):])); err != nil {
+			return err
+		}
+	}
+	// A read-only subvolume can still be deleted; btrfs subvolume delete PATH
+	return p.run(ctx, "btrfs", "subvolume", "delete", path)
+}

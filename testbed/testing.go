@@ -1,0 +1,115 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Tools the testbed needs on the host; scripts/deps installs them.
+var hostTools = []string{"systemd-nspawn", "mmdebstrap", "mkfs.btrfs", "btrfs", "meson", "mount"}
+
+// Require skips t when the testbed cannot run here — except under CI=true,
+// where an integration test that cannot run is a failure.
+func Require(t testing.TB) {
+	t.Helper()
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "not root")
+	}
+	for _, tool := range hostTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			why = append(why, tool+" not installed")
+		}
+	}
+	if testing.Short() {
+		why = append(why, "-short")
+	}
+	if len(why) == 0 {
+		return
+	}
+	msg := "testbed unavailable: " + strings.Join(why, ", ") + " (run scripts/test as root)"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+var (
+	shared struct {
+		pool        *Pool
+		base, build string
+	}
+	sharedOnce sync.Once
+	sharedErr  error
+)
+
+// Boot runs sc on the shared testbed and fails t for every failed check.
+func Boot(t *testing.T, sc Scenario) *Result {
+	t.Helper()
+	Require(t)
+	ctx := context.Background()
+	sharedOnce.Do(func() {
+		log := testLog{}
+		if shared.pool, sharedErr = Open(ctx, log); sharedErr != nil {
+			return
+		}
+		if shared.base, sharedErr = shared.pool.Base(ctx); sharedErr != nil {
+			return
+		}
+		var src string
+		if src, sharedErr = SourceRoot(); sharedErr == nil {
+			shared.build, sharedErr = Build(ctx, src, log)
+		}
+	})
+	if sharedErr != nil {
+		t.Fatalf("testbed: %v", sharedErr)
+	}
+	res, err := shared.pool.Run(ctx, shared.base, shared.build, sc)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	if len(res.Checks) == 0 {
+		t.Fatalf("scenario %s made no checks", sc.Name)
+	}
+	for _, c := range res.Checks {
+		if !c.OK {
+			t.Errorf("check %q failed:\n%s", c.Name, c.Detail)
+		} else {
+			t.Logf("ok %s", c.Name)
+		}
+	}
+	if t.Failed() {
+		t.Logf("journal of the testbed:\n%s", tail(res.Journal, 150))
+	}
+	return res
+}
+
+// SourceRoot is the directory holding go.mod above the working directory.
+func SourceRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// testLog discards the chatter of set-up commands; their errors carry the
+// relevant tail.
+type testLog struct{}
+
+func (testLog) Write(b []byte) (int, error) { return len(b), nil }
