@@ -6,3 +6,5 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 )
+
+require golang.org/x/tools v0.52.0 // indirect

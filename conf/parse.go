@@ -191,6 +191,8 @@ func checkValue(def *KeyDef, s string) error {
 		return errors.New("value is not valid UTF-8")
 	case def.Quote == Verbatim && strings.TrimSpace(s) != s:
 		return fmt.Errorf("%q has leading or trailing blanks, which systemd would strip", s)
+	case def.Quote == Verbatim && strings.HasSuffix(s, `\`):
+		return fmt.Errorf("%q ends in a backslash, which systemd reads as a line continuation", s)
 	}
 	if def.Check != nil {
 		return def.Check(s)

@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	bad := filepath.Join(dir, "bad.toml")
+	badName := filepath.Join(dir, "bad_name.toml")
+	os.WriteFile(good, []byte("[Exec]\nBoot = true\n"), 0o644)
+	os.WriteFile(bad, []byte("[Exec]\nBoot = true\nProcessTwo = true\n[Network]\nPort = \"80\"\n"), 0o644)
+	os.WriteFile(badName, []byte("[Exec]\nBoot = true\n"), 0o644)
+
+	if code, _, stderr := run("verify", good); code != 0 || stderr != "" {
+		t.Errorf("verify good: %d %q", code, stderr)
+	}
+	code, _, stderr := run("verify", good, bad, badName)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		bad + ":5: [Network] Port: expected an array of strings, got a string",
+		badName + `: invalid machine name "bad_name"`,
+		"2 file(s) with errors",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if code, _, stderr := run("verify", filepath.Join(dir, "missing.toml")); code != 1 || !strings.Contains(stderr, "missing.toml: cannot read") {
+		t.Errorf("missing: %d %s", code, stderr)
+	}
+}
+
+func TestVerifyRootAndGenerate(t *testing.T) {
+	root := t.TempDir()
+	mdir := filepath.Join(root, "etc/berth/machines")
+	os.MkdirAll(mdir, 0o755)
+	os.WriteFile(filepath.Join(mdir, "web.toml"), []byte("[Machine]\nEnable = true\n[Exec]\nBoot = true\n"), 0o644)
+	if code, _, stderr := run("verify", "--root", root); code != 0 {
+		t.Errorf("verify --root: %d %s", code, stderr)
+	}
+	code, stdout, _ := run("generate", "--dry-run", "--root", root)
+	if code != 0 || !strings.Contains(stdout, "# /run/systemd/nspawn/web.nspawn\n") ||
+		!strings.Contains(stdout, "machines.target.wants/systemd-nspawn@web.service -> ") {
+		t.Errorf("generate: %d\n%s", code, stdout)
+	}
+	if _, err := os.Stat(filepath.Join(root, "run")); !os.IsNotExist(err) {
+		t.Errorf("dry run wrote files: %v", err)
+	}
+	os.WriteFile(filepath.Join(mdir, "bad.toml"), []byte("[Exec]\nBot = true\n"), 0o644)
+	code, _, stderr := run("generate", "--dry-run", "--root", root)
+	if code != 1 || !strings.Contains(stderr, `/etc/berth/machines/bad.toml:2: unknown key "Bot"`) {
+		t.Errorf("generate with bad file: %d %s", code, stderr)
+	}
+	if code, _, _ := run("generate"); code != 2 {
+		t.Errorf("generate without --dry-run: %d, want 2", code)
+	}
+	if code, _, _ := run("frobnicate"); code != 2 {
+		t.Errorf("unknown verb: %d", code)
+	}
+}
