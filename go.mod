@@ -1,10 +1,12 @@
 module github.com/berth-project/berth
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 )
 
-require golang.org/x/tools v0.52.0 // indirect
+require golang.org/x/tools v0.52.0
+
+require golang.org/x/sys v0.50.0 // indirect

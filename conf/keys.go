@@ -224,6 +224,27 @@ var Sections = []*Section{
 	}},
 }
 
+// keyIndex maps "Section\x00Key" to its definition and schema position.
+var keyIndex = func() map[string]keyRef {
+	m := map[string]keyRef{}
+	for si, sec := range Sections {
+		for ki := range sec.Keys {
+			m[sec.Name+"\x00"+sec.Keys[ki].Name] = keyRef{&sec.Keys[ki], si<<8 | ki}
+		}
+	}
+	return m
+}()
+
+type keyRef struct {
+	def   *KeyDef
+	order int
+}
+
+func lookupKey(section, key string) (*KeyDef, int) {
+	r := keyIndex[section+"\x00"+key]
+	return r.def, r.order
+}
+
 // SectionByName returns the schema of a section, or nil.
 func SectionByName(name string) *Section {
 	for _, s := range Sections {

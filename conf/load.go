@@ -9,6 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/parallel"
 )
 
 // SearchDirs are berth's config roots, highest priority first, as systemd
@@ -55,126 +60,188 @@ type Result struct {
 // LoadAll loads every machine found in the search path, sorted by name. A
 // bad file fails only its own machine; masked machines are left out.
 func (l *Loader) LoadAll() []Result {
-	var out []Result
-	for _, name := range l.names() {
-		src, err := l.mainFile(name)
-		if errors.Is(err, ErrMasked) {
-			continue
-		}
-		res := Result{Name: name, Source: src, Err: err}
-		if err == nil {
-			res.Machine, res.Err = l.load(name, src)
-		}
-		out = append(out, res)
-	}
+	sc := l.Scan()
+	defer sc.Close()
+	out := make([]Result, len(sc.Names))
+	parallel.For(len(out), func(i int) { out[i] = sc.Load(i) })
 	return out
 }
+
+// Scan is one look at the search path: which machines exist and which
+// files make each. The generator loads machines from it one at a time, in
+// parallel, so that it never holds more than a few parsed machines.
+type Scan struct {
+	Names []string // unmasked machines, sorted
+	l     *Loader
+	idx   *index
+}
+
+// Scan lists the search path once. Close it when done.
+func (l *Loader) Scan() *Scan {
+	idx := l.scan()
+	sc := &Scan{l: l, idx: idx, Names: make([]string, 0, len(idx.main))}
+	for name, e := range idx.main {
+		if !e.masked {
+			sc.Names = append(sc.Names, name)
+		}
+	}
+	slices.Sort(sc.Names)
+	return sc
+}
+
+// Load parses and merges machine Names[i]. It is safe for concurrent use.
+func (sc *Scan) Load(i int) Result {
+	name := sc.Names[i]
+	e := sc.idx.main[name]
+	res := Result{Name: name, Source: e.path}
+	if err := ValidateMachineName(name); err != nil {
+		res.Err = &Error{File: e.path, Msg: err.Error()}
+		return res
+	}
+	res.Machine, res.Err = sc.l.load(sc.idx, name, e)
+	return res
+}
+
+// Close releases the directories the scan holds open.
+func (sc *Scan) Close() { sc.idx.close() }
 
 // Load loads the machine called name.
 func (l *Loader) Load(name string) (*Machine, error) {
 	if err := ValidateMachineName(name); err != nil {
 		return nil, err
 	}
-	src, err := l.mainFile(name)
-	if err != nil {
-		return nil, err
+	idx := l.scan()
+	defer idx.close()
+	e, ok := idx.main[name]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("machine %s: no %s in %s: %w", name, filepath.Join(machinesDir, name+suffix),
+			strings.Join(l.dirs(), ", "), fs.ErrNotExist)
+	case e.masked:
+		return nil, fmt.Errorf("%s: %w", e.path, ErrMasked)
 	}
-	return l.load(name, src)
+	return l.load(idx, name, e)
 }
 
-// names lists every NAME for which some search dir has machines/NAME.toml.
-// Invalid names are kept so that LoadAll reports them.
-func (l *Loader) names() []string {
-	seen := map[string]bool{}
-	for _, d := range l.dirs() {
-		ents, _ := os.ReadDir(l.host(filepath.Join(d, machinesDir)))
-		for _, e := range ents {
-			if n, ok := strings.CutSuffix(e.Name(), suffix); ok && !e.IsDir() && n != "" {
-				seen[n] = true
-			}
-		}
-	}
-	names := make([]string, 0, len(seen))
-	for n := range seen {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
+// index is one scan of the search path.
+type index struct {
+	main     map[string]entry          // NAME → highest-priority machines/NAME.toml
+	dropDirs map[string]map[int]string // NAME → search-dir index → NAME.toml.d
+	global   [][]entry                 // search-dir index → machines.d/*.toml
+	// dirFds holds each search dir's machines/ open (O_PATH), or -1, so
+	// that main files are opened relative to it: one path component for
+	// the kernel to walk instead of the whole path, per machine.
+	dirFds []int
 }
 
-// mainFile returns the highest-priority machines/NAME.toml.
-func (l *Loader) mainFile(name string) (string, error) {
-	for _, d := range l.dirs() {
-		p := filepath.Join(d, machinesDir, name+suffix)
-		masked, err := l.isMask(p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			continue
-		case err != nil:
-			return p, err
-		case masked:
-			return p, fmt.Errorf("%s: %w", p, ErrMasked)
+func (idx *index) close() {
+	for _, fd := range idx.dirFds {
+		if fd >= 0 {
+			syscall.Close(fd)
 		}
-		if err := ValidateMachineName(name); err != nil {
-			return p, &Error{File: p, Msg: err.Error()}
-		}
-		return p, nil
 	}
-	return "", fmt.Errorf("machine %s: no %s in %s: %w", name, filepath.Join(machinesDir, name+suffix),
-		strings.Join(l.dirs(), ", "), fs.ErrNotExist)
 }
 
-// isMask reports whether p is a symlink to /dev/null, systemd's way of
-// masking a file.
-func (l *Loader) isMask(p string) (bool, error) {
-	fi, err := os.Lstat(l.host(p))
-	if err != nil {
-		return false, err
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		if t, err := os.Readlink(l.host(p)); err == nil && t == os.DevNull {
-			return true, nil
-		}
-	}
-	return false, nil
+type entry struct {
+	path   string // as the target system sees it
+	base   string
+	masked bool // a symlink to /dev/null, systemd's way of masking
+	dir    int  // search-dir index of a main file
 }
 
-// dropIns returns the drop-ins that apply to name, in the order they are
-// applied: sorted by file name, a file in a higher-priority directory (or in
-// NAME.toml.d rather than machines.d) hiding a same-named one.
-func (l *Loader) dropIns(name string) []string {
-	byBase := map[string]string{}
-	for _, d := range l.dirs() {
-		for _, dir := range []string{filepath.Join(d, machinesDir, name+suffix+".d"), filepath.Join(d, allDropIns)} {
-			ents, _ := os.ReadDir(l.host(dir))
-			for _, e := range ents {
-				if !strings.HasSuffix(e.Name(), suffix) || e.IsDir() {
-					continue
+func (l *Loader) scan() *index {
+	dirs := l.dirs()
+	idx := &index{main: map[string]entry{}, dropDirs: map[string]map[int]string{},
+		global: make([][]entry, len(dirs)), dirFds: make([]int, len(dirs))}
+	for i, d := range dirs {
+		mdir := filepath.Join(d, machinesDir)
+		idx.dirFds[i] = -1
+		if fd, err := syscall.Open(l.host(mdir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			idx.dirFds[i] = fd
+		}
+		for _, e := range l.readDir(mdir) {
+			e.dir = i
+			if name, ok := strings.CutSuffix(e.base, suffix+".d"); ok && name != "" {
+				if idx.dropDirs[name] == nil {
+					idx.dropDirs[name] = map[int]string{}
 				}
-				if _, ok := byBase[e.Name()]; !ok {
-					byBase[e.Name()] = filepath.Join(dir, e.Name())
+				idx.dropDirs[name][i] = e.path
+			} else if name, ok := strings.CutSuffix(e.base, suffix); ok && name != "" {
+				if _, seen := idx.main[name]; !seen {
+					idx.main[name] = e
 				}
 			}
 		}
+		for _, e := range l.readDir(filepath.Join(d, allDropIns)) {
+			if strings.HasSuffix(e.base, suffix) {
+				idx.global[i] = append(idx.global[i], e)
+			}
+		}
 	}
-	var out []string
-	for _, base := range slices.Sorted(maps.Keys(byBase)) {
-		p := byBase[base]
-		if masked, err := l.isMask(p); err == nil && masked {
+	return idx
+}
+
+// readDir lists dir, noting masks. A missing directory is empty.
+func (l *Loader) readDir(dir string) []entry {
+	ents, _ := os.ReadDir(l.host(dir))
+	out := make([]entry, 0, len(ents))
+	for _, de := range ents {
+		e := entry{path: filepath.Join(dir, de.Name()), base: de.Name()}
+		if de.Type()&fs.ModeSymlink != 0 {
+			t, err := os.Readlink(l.host(e.path))
+			e.masked = err == nil && t == os.DevNull
+		} else if de.IsDir() && !strings.HasSuffix(de.Name(), ".d") {
 			continue
 		}
-		out = append(out, p)
+		out = append(out, e)
 	}
 	return out
 }
 
-func (l *Loader) load(name, src string) (*Machine, error) {
-	files := []string{src}
-	files = append(files, l.dropIns(name)...)
+// dropIns returns the drop-ins that apply to name, in the order they are
+// applied: sorted by file name, a file in a higher-priority directory (or in
+// NAME.toml.d rather than machines.d of the same directory) hiding a
+// same-named one.
+func (idx *index) dropIns(l *Loader, name string) []string {
+	byBase := map[string]entry{}
+	add := func(e entry) {
+		if _, ok := byBase[e.base]; !ok {
+			byBase[e.base] = e
+		}
+	}
+	for i := range idx.global {
+		if d, ok := idx.dropDirs[name][i]; ok {
+			for _, e := range l.readDir(d) {
+				if strings.HasSuffix(e.base, suffix) {
+					add(e)
+				}
+			}
+		}
+		for _, e := range idx.global[i] {
+			add(e)
+		}
+	}
+	var out []string
+	for _, base := range slices.Sorted(maps.Keys(byBase)) {
+		if e := byBase[base]; !e.masked {
+			out = append(out, e.path)
+		}
+	}
+	return out
+}
+
+func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
+	files := append([]string{main.path}, idx.dropIns(l, name)...)
 	parsed := make([]*File, 0, len(files))
 	var errs Errors
-	for _, p := range files {
-		f, err := l.parseFile(p)
+	for i, p := range files {
+		var f *File
+		var err error
+		if i == 0 && idx.dirFds[main.dir] >= 0 {
+			f, err = parseAt(idx.dirFds[main.dir], main.base, p)
+		} else {
+			f, err = l.parseFile(p)
+		}
 		if err != nil {
 			var es Errors
 			if errors.As(err, &es) {
@@ -192,11 +259,45 @@ func (l *Loader) load(name, src string) (*Machine, error) {
 }
 
 func (l *Loader) parseFile(p string) (*File, error) {
-	src, err := os.ReadFile(l.host(p))
+	return parseAt(atCWD, l.host(p), p)
+}
+
+const atCWD = unix.AT_FDCWD
+
+// parseAt reads name relative to dirfd and parses it as the file p.
+func parseAt(dirfd int, name, p string) (*File, error) {
+	src, err := readFileAt(dirfd, name)
 	if err != nil {
-		return nil, Errors{{File: p, Msg: fmt.Sprintf("cannot read: %v", errors.Unwrap(err))}}
+		return nil, Errors{{File: p, Msg: fmt.Sprintf("cannot read: %v", err)}}
 	}
 	return Parse(p, src)
+}
+
+// readFileAt is os.ReadFile in four system calls rather than six, relative
+// to a directory: the generator reads every machine file at every boot.
+func readFileAt(dirfd int, name string) ([]byte, error) {
+	fd, err := syscall.Openat(dirfd, name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
 }
 
 // ParseFile reads and parses one file outside the search path, for

@@ -75,7 +75,7 @@ func TestLoaderPrecedenceMaskingDropIns(t *testing.T) {
 		t.Errorf("drop-ins:\n got %s\nwant %s", got, wantDropIns)
 	}
 	host, _ := m.Get(SecExec, "Hostname")
-	if host.Str != "dropin" || host.Pos.File != "/run/berth/machines/web.toml.d/20-web.toml" {
+	if host.Str != "dropin" || host.Pos().File != "/run/berth/machines/web.toml.d/20-web.toml" {
 		t.Errorf("Hostname = %+v", host)
 	}
 	if caps, _ := m.Get(SecExec, "Capability"); strings.Join(caps.List, ",") != "CAP_C" {

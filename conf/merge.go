@@ -11,14 +11,11 @@ type Machine struct {
 	Name    string
 	Source  string   // main file
 	DropIns []string // applied after Source, in order
-	Values  map[string]map[string]Value
+	Values  []Value  // merged, in schema order
 }
 
 // Get returns the merged value of section.key.
-func (m *Machine) Get(section, key string) (Value, bool) {
-	v, ok := m.Values[section][key]
-	return v, ok
-}
+func (m *Machine) Get(section, key string) (Value, bool) { return get(m.Values, section, key) }
 
 // Enabled reports whether [Machine] Enable = true.
 func (m *Machine) Enabled() bool {
@@ -30,21 +27,21 @@ func (m *Machine) Enabled() bool {
 // replaces, a later array appends (an empty one resets), a later table
 // merges key by key (an empty one resets). files[0] is the main file.
 func Merge(name string, files []*File) (*Machine, error) {
-	m := &Machine{Name: name, Values: map[string]map[string]Value{}}
-	for i, f := range files {
-		if i == 0 {
-			m.Source = f.Path
-		} else {
+	m := &Machine{Name: name, Source: files[0].Path, Values: files[0].Values}
+	if len(files) > 1 {
+		m.Values = slices.Clone(m.Values)
+		for _, f := range files[1:] {
 			m.DropIns = append(m.DropIns, f.Path)
-		}
-		for sec, kv := range f.Values {
-			if m.Values[sec] == nil {
-				m.Values[sec] = map[string]Value{}
+			for _, v := range f.Values {
+				i := slices.IndexFunc(m.Values, func(o Value) bool { return o.order == v.order })
+				if i < 0 {
+					m.Values = append(m.Values, v)
+				} else {
+					m.Values[i] = mergeValue(m.Values[i], v)
+				}
 			}
-			for key, v := range kv {
-				m.Values[sec][key] = mergeValue(m.Values[sec][key], v)
-			}
 		}
+		slices.SortFunc(m.Values, func(a, b Value) int { return a.order - b.order })
 	}
 	if err := m.validate(); err != nil {
 		return nil, err
@@ -54,9 +51,9 @@ func Merge(name string, files []*File) (*Machine, error) {
 
 func mergeValue(old, v Value) Value {
 	switch {
-	case v.List != nil && len(v.List) > 0:
+	case len(v.List) > 0:
 		v.List = append(slices.Clone(old.List), v.List...)
-	case v.Table != nil && len(v.Table) > 0:
+	case len(v.Table) > 0:
 		t := maps.Clone(old.Table)
 		if t == nil {
 			t = map[string]string{}
@@ -73,11 +70,13 @@ func (m *Machine) validate() error {
 	boot, _ := m.Get(SecExec, "Boot")
 	two, _ := m.Get(SecExec, "ProcessTwo")
 	if boot.Str == "yes" && two.Str == "yes" {
-		return Errors{{File: two.Pos.File, Line: two.Pos.Line,
-			Msg: fmt.Sprintf("[Exec] ProcessTwo = true conflicts with Boot = true (set at %s)", boot.Pos)}}
+		at := two.Pos()
+		return Errors{{File: at.File, Line: at.Line,
+			Msg: fmt.Sprintf("[Exec] ProcessTwo = true conflicts with Boot = true (set at %s)", boot.Pos())}}
 	}
 	if tmpl, ok := m.Get(SecMachine, "Template"); ok && tmpl.Str == m.Name {
-		return Errors{{File: tmpl.Pos.File, Line: tmpl.Pos.Line,
+		at := tmpl.Pos()
+		return Errors{{File: at.File, Line: at.Line,
 			Msg: fmt.Sprintf("[Machine] Template: machine %s cannot be its own template", m.Name)}}
 	}
 	return nil

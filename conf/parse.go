@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
@@ -24,16 +25,53 @@ func (p Pos) String() string { return fmt.Sprintf("%s:%d", p.File, p.Line) }
 // KeyDef. Scalars are normalized to the text systemd reads (booleans become
 // yes/no); a List that is empty but non-nil resets what came before.
 type Value struct {
-	Pos   Pos
+	Def   *KeyDef
 	Str   string
 	List  []string
 	Table map[string]string
+
+	section string
+	order   int // position in the schema; values are kept sorted by it
+	file    *File
+}
+
+// Section is the section v was set in.
+func (v *Value) Section() string { return v.section }
+
+// Pos returns where v was set. Lines are found only when asked for, which
+// is on errors: the generator parses every file at every boot.
+func (v *Value) Pos() Pos {
+	if v.file == nil {
+		return Pos{}
+	}
+	return Pos{v.file.Path, v.file.line(v.section, v.Def.Name)}
 }
 
 // File is one parsed machine file or drop-in.
 type File struct {
 	Path   string
-	Values map[string]map[string]Value // section → key → value
+	Values []Value // in schema order
+
+	src     []byte
+	locOnce sync.Once
+	loc     *locator
+}
+
+// Get returns the value of section.key set in f.
+func (f *File) Get(section, key string) (Value, bool) { return get(f.Values, section, key) }
+
+func get(vals []Value, section, key string) (Value, bool) {
+	for _, v := range vals {
+		if v.section == section && v.Def.Name == key {
+			return v, true
+		}
+	}
+	return Value{}, false
+}
+
+func (f *File) line(path ...string) int {
+	f.locOnce.Do(func() { f.loc = newLocator(f.src) })
+	return f.loc.line(path...)
 }
 
 // Parse decodes src strictly against the machine-file schema. Every problem
@@ -47,56 +85,57 @@ func Parse(path string, src []byte) (*File, error) {
 		}
 		return nil, Errors{{File: path, Msg: "TOML syntax error: " + err.Error()}}
 	}
-	p := parser{file: &File{Path: path, Values: map[string]map[string]Value{}}, loc: newLocator(src)}
-	for _, secName := range slices.Sorted(maps.Keys(raw)) {
-		p.section(secName, raw[secName])
+	p := parser{file: &File{Path: path, src: src}}
+	for secName, v := range raw {
+		p.section(secName, v)
 	}
 	if len(p.errs) > 0 {
-		slices.SortStableFunc(p.errs, func(a, b *Error) int { return a.Line - b.Line })
+		slices.SortFunc(p.errs, func(a, b *Error) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return strings.Compare(a.Msg, b.Msg)
+		})
 		return nil, p.errs
 	}
+	slices.SortFunc(p.file.Values, func(a, b Value) int { return a.order - b.order })
 	return p.file, nil
 }
 
 type parser struct {
 	file *File
-	loc  *locator
 	errs Errors
 }
 
-func (p *parser) errorf(line int, format string, args ...any) {
-	p.errs = append(p.errs, &Error{File: p.file.Path, Line: line, Msg: fmt.Sprintf(format, args...)})
+// errorf records an error at the line of path (a section, or section and key).
+func (p *parser) errorf(path []string, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file.Path, Line: p.file.line(path...), Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) section(name string, v any) {
-	line := p.loc.line(name)
 	sec := SectionByName(name)
 	if sec == nil {
-		p.errorf(line, "unknown section [%s]%s", name, didYouMean(name, sectionNames()))
+		p.errorf([]string{name}, "unknown section [%s]%s", name, didYouMean(name, sectionNames()))
 		return
 	}
 	tbl, ok := v.(map[string]any)
 	if !ok {
-		p.errorf(line, "%s must be a table ([%s]), not %s", name, name, tomlType(v))
+		p.errorf([]string{name}, "%s must be a table ([%s]), not %s", name, name, tomlType(v))
 		return
 	}
-	for _, keyName := range slices.Sorted(maps.Keys(tbl)) {
-		kline := p.loc.line(name, keyName)
-		def := sec.Key(keyName)
+	for keyName, kv := range tbl {
+		def, order := lookupKey(name, keyName)
 		if def == nil {
-			p.errorf(kline, "unknown key %q in [%s]%s", keyName, name, didYouMean(keyName, sec.keyNames()))
+			p.errorf([]string{name, keyName}, "unknown key %q in [%s]%s", keyName, name, didYouMean(keyName, sec.keyNames()))
 			continue
 		}
-		val, err := convert(def, tbl[keyName])
+		val, err := convert(def, kv)
 		if err != nil {
-			p.errorf(kline, "[%s] %s: %v", name, keyName, err)
+			p.errorf([]string{name, keyName}, "[%s] %s: %v", name, keyName, err)
 			continue
 		}
-		val.Pos = Pos{p.file.Path, kline}
-		if p.file.Values[name] == nil {
-			p.file.Values[name] = map[string]Value{}
-		}
-		p.file.Values[name][keyName] = val
+		val.Def, val.section, val.order, val.file = def, name, order, p.file
+		p.file.Values = append(p.file.Values, val)
 	}
 }
 

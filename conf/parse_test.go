@@ -80,15 +80,15 @@ TasksMax = "80%"
 		{"Files", "Volatile", "no"}, {"Service", "MemoryMax", "536870912"}, {"Service", "TasksMax", "80%"},
 	}
 	for _, c := range checks {
-		if got := f.Values[c.sec][c.key].Str; got != c.want {
-			t.Errorf("%s.%s = %q, want %q", c.sec, c.key, got, c.want)
+		if got, _ := f.Get(c.sec, c.key); got.Str != c.want {
+			t.Errorf("%s.%s = %q, want %q", c.sec, c.key, got.Str, c.want)
 		}
 	}
-	if got := f.Values["Exec"]["Parameters"]; strings.Join(got.List, "|") != "/bin/sh|-c|echo hi" || got.Pos.Line != 6 {
+	if got, _ := f.Get("Exec", "Parameters"); strings.Join(got.List, "|") != "/bin/sh|-c|echo hi" || got.Pos().Line != 6 {
 		t.Errorf("Parameters = %+v", got)
 	}
-	if got := f.Values["Exec"]["Environment"].Table["TZ"]; got != "UTC" {
-		t.Errorf("Environment.TZ = %q", got)
+	if got, _ := f.Get("Exec", "Environment"); got.Table["TZ"] != "UTC" {
+		t.Errorf("Environment = %v", got.Table)
 	}
 }
 

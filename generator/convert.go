@@ -5,6 +5,7 @@
 package generator
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"maps"
@@ -62,8 +63,8 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 	}
 	out := &Output{
 		Name:   m.Name,
-		Nspawn: File{Path: m.Name + ".nspawn", Content: withHeader(m, nspawn)},
-		DropIn: File{Path: path.Join(UnitName(m.Name)+".d", DropInName), Content: withHeader(m, dropIn)},
+		Nspawn: File{Path: m.Name + ".nspawn", Content: nspawn},
+		DropIn: File{Path: path.Join(UnitName(m.Name)+".d", DropInName), Content: dropIn},
 	}
 	if m.Enabled() {
 		out.WantsLink = path.Join(WantsDir, UnitName(m.Name))
@@ -73,16 +74,13 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 }
 
 // render turns the given sections of m into unit options, in schema order
-// so output is byte-stable, then serializes them.
+// so output is byte-stable, and serializes them after the header.
 func render(m *conf.Machine, sections []string, first []*unit.UnitOption) ([]byte, error) {
 	opts := first
-	for _, secName := range sections {
-		sec := conf.SectionByName(secName)
-		for i := range sec.Keys {
-			def := &sec.Keys[i]
-			if v, ok := m.Get(secName, def.Name); ok {
-				opts = append(opts, options(secName, def, v)...)
-			}
+	for i := range m.Values {
+		v := &m.Values[i]
+		if slices.Contains(sections, v.Section()) {
+			opts = append(opts, options(v)...)
 		}
 	}
 	for _, o := range opts {
@@ -91,11 +89,21 @@ func render(m *conf.Machine, sections []string, first []*unit.UnitOption) ([]byt
 			return nil, fmt.Errorf("[%s] %s: value contains a newline", o.Section, o.Name)
 		}
 	}
-	b, err := io.ReadAll(unit.Serialize(opts))
-	return b, err
+	head := header(m)
+	body, err := serialize(opts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(head)+1+len(body))
+	out = append(out, head...)
+	if len(body) > 0 {
+		out = append(append(out, '\n'), body...)
+	}
+	return out, nil
 }
 
-func options(sec string, def *conf.KeyDef, v conf.Value) []*unit.UnitOption {
+func options(v *conf.Value) []*unit.UnitOption {
+	sec, def := v.Section(), v.Def
 	value := func(s string) string {
 		s = quoteWord(def.Quote, s)
 		if def.Specifiers {
@@ -132,16 +140,23 @@ func options(sec string, def *conf.KeyDef, v conf.Value) []*unit.UnitOption {
 	return []*unit.UnitOption{unit.NewUnitOption(sec, def.Name, value(v.Str))}
 }
 
-func withHeader(m *conf.Machine, body []byte) []byte {
+// serialize is unit.Serialize without a copy when, as today, it hands
+// back a bytes.Buffer.
+func serialize(opts []*unit.UnitOption) ([]byte, error) {
+	r := unit.Serialize(opts)
+	if b, ok := r.(*bytes.Buffer); ok {
+		return b.Bytes(), nil
+	}
+	return io.ReadAll(r)
+}
+
+// header names berth and the files a generated file came from.
+func header(m *conf.Machine) string {
 	var b strings.Builder
 	b.WriteString(Header)
 	b.WriteString("\n# Source: " + m.Source + "\n")
 	for _, d := range m.DropIns {
 		b.WriteString("# Drop-in: " + d + "\n")
 	}
-	if len(body) > 0 {
-		b.WriteString("\n")
-		b.Write(body)
-	}
-	return []byte(b.String())
+	return b.String()
 }

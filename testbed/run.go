@@ -43,6 +43,7 @@ type Check struct {
 type Result struct {
 	Checks  []Check
 	Console string // everything the container printed
+	Output  string // what the scenario recorded with show
 	Journal string // the booted system's journal, saved when a check failed
 }
 
@@ -60,6 +61,7 @@ func (r *Result) Failed() []Check {
 const (
 	testDir    = "/usr/lib/berth-test"
 	resultFile = "/var/lib/berth-test/result"
+	outputFile = "/var/lib/berth-test/output"
 	journalOut = "/var/lib/berth-test/journal"
 )
 
@@ -89,6 +91,8 @@ wait_until() {
 		sleep 0.2
 	done
 }
+# show CMD... — run CMD and keep "$ CMD" and its output for the caller.
+show() { { echo "\$ $*"; "$@" 2>&1; echo; } >> ` + outputFile + `; }
 # fail NAME MESSAGE — record a failure directly.
 fail() { failed=1; { echo "not ok $1"; echo "# $2"; } >> "$RESULT"; }
 `
@@ -185,6 +189,9 @@ func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Resul
 	res := &Result{Console: console.String()}
 	if err := readResult(filepath.Join(root, resultFile), res); err != nil {
 		return res, fmt.Errorf("scenario %s: %w (nspawn: %v)\nconsole:\n%s", sc.Name, err, runErr, tail(res.Console, 60))
+	}
+	if o, err := os.ReadFile(filepath.Join(root, outputFile)); err == nil {
+		res.Output = string(o)
 	}
 	if j, err := os.ReadFile(filepath.Join(root, journalOut)); err == nil {
 		res.Journal = string(j)

@@ -1,0 +1,210 @@
+// Command bench measures berth against the tools an admin would otherwise
+// use, side by side in one run, and prints a Markdown report. Run it with
+// scripts/bench (as root); it uses the testbed's Debian trixie base, with
+// podman added for Quadlet.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-project/berth/testbed"
+)
+
+func main() {
+	runs := flag.Int("runs", 15, "timed runs per command")
+	flag.Parse()
+	if err := run(*runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(runs int) error {
+	ctx := context.Background()
+	pool, err := testbed.Open(ctx, os.Stderr)
+	if err != nil {
+		return err
+	}
+	base, err := pool.Base(ctx, "podman")
+	if err != nil {
+		return err
+	}
+	src, err := testbed.SourceRoot()
+	if err != nil {
+		return err
+	}
+	root, err := pool.Snapshot(ctx, base, fmt.Sprintf("bench-%d", os.Getpid()))
+	if err != nil {
+		return err
+	}
+	defer pool.DeleteSubvolume(context.Background(), root)
+	bin := filepath.Join(root, "usr/local/bin/berth-generator")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/berth-generator")
+	build.Dir, build.Env = src, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+	fmt.Printf("## Generator: 1000 machines, berth-generator vs podman Quadlet\n\n")
+	fmt.Printf("Both run in the same Debian trixie chroot, reading from and writing to tmpfs as generators do under systemd; %d timed runs each, alternating, output directories emptied between runs.\n\n", runs)
+	return benchGenerator(root, runs)
+}
+
+// timeIt runs argv chrooted into root and returns its wall time.
+func timeIt(root string, env []string, argv ...string) (time.Duration, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
+	cmd.Dir = "/"
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	if err != nil || stderr.Len() > 0 && strings.Contains(stderr.String(), "rror") {
+		return d, fmt.Errorf("%s: %v %s", strings.Join(argv, " "), err, stderr.String())
+	}
+	return d, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+const machineTOML = `[Machine]
+Enable = true
+[Exec]
+Boot = false
+Parameters = ["/usr/sbin/nginx", "-g", "daemon off;"]
+Environment = { TZ = "UTC" }
+[Files]
+BindReadOnly = ["/srv/www:/var/www"]
+[Network]
+VirtualEthernet = false
+[Service]
+MemoryMax = "512M"
+`
+
+// The same machine as a Quadlet container.
+const containerUnit = `[Container]
+Image=localhost/nginx
+Exec=/usr/sbin/nginx -g "daemon off;"
+Environment=TZ=UTC
+Volume=/srv/www:/var/www:ro
+Network=host
+
+[Service]
+MemoryMax=512M
+
+[Install]
+WantedBy=multi-user.target
+`
+
+func benchGenerator(root string, runs int) error {
+	tmp := filepath.Join(root, "bench")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	// mount -t tmpfs tmpfs ROOT/bench
+	if err := syscall.Mount("tmpfs", tmp, "tmpfs", 0, "size=2g"); err != nil {
+		return fmt.Errorf("mount tmpfs: %w", err)
+	}
+	defer syscall.Unmount(tmp, syscall.MNT_DETACH)
+
+	write := func(dir, name, content string, n int) error {
+		if err := os.MkdirAll(filepath.Join(tmp, dir), 0o755); err != nil {
+			return err
+		}
+		for i := range n {
+			p := filepath.Join(tmp, dir, fmt.Sprintf(name, i))
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := write("berth1000/etc/berth/machines", "m%04d.toml", machineTOML, 1000); err != nil {
+		return err
+	}
+	if err := write("berth1/etc/berth/machines", "m%04d.toml", machineTOML, 1); err != nil {
+		return err
+	}
+	if err := write("quadlet1000/in", "m%04d.container", containerUnit, 1000); err != nil {
+		return err
+	}
+	env := []string{"PATH=/usr/bin:/bin", "SYSTEMD_LOG_LEVEL=notice"}
+	if g := os.Getenv("BENCH_GOGC"); g != "" {
+		env = append(env, "GOGC="+g)
+	}
+	type cmd struct {
+		name  string
+		env   []string
+		argv  []string
+		clean []string
+	}
+	cmds := []cmd{
+		{"berth-generator, 1000 machines", env,
+			[]string{"/usr/local/bin/berth-generator", "--root", "/bench/berth1000", "/run/systemd/generator"},
+			[]string{"berth1000/run"}},
+		{"quadlet, 1000 containers", append(env, "QUADLET_UNIT_DIRS=/bench/quadlet1000/in"),
+			[]string{"/usr/libexec/podman/quadlet", "/bench/quadlet1000/out", "/bench/quadlet1000/early", "/bench/quadlet1000/late"},
+			[]string{"quadlet1000/out", "quadlet1000/early", "quadlet1000/late"}},
+		{"berth-generator, 1 machine", env,
+			[]string{"/usr/local/bin/berth-generator", "--root", "/bench/berth1", "/run/systemd/generator"},
+			[]string{"berth1/run"}},
+	}
+	times := make([][]time.Duration, len(cmds))
+	for i := -2; i < runs; i++ { // two warm-up rounds
+		for j, c := range cmds {
+			for _, d := range c.clean {
+				os.RemoveAll(filepath.Join(tmp, d))
+			}
+			for _, d := range c.clean {
+				if strings.HasPrefix(d, "quadlet") {
+					os.MkdirAll(filepath.Join(tmp, d), 0o755)
+				}
+			}
+			d, err := timeIt(root, c.env, c.argv...)
+			if err != nil {
+				return err
+			}
+			if i >= 0 {
+				times[j] = append(times[j], d)
+			}
+		}
+	}
+	// Both must really have generated everything.
+	if n := count(filepath.Join(tmp, "berth1000/run/systemd/nspawn")); n != 1000 {
+		return fmt.Errorf("berth wrote %d .nspawn files, want 1000", n)
+	}
+	if n := count(filepath.Join(tmp, "quadlet1000/out")); n < 1000 {
+		return fmt.Errorf("quadlet wrote %d files, want ≥ 1000", n)
+	}
+	fmt.Println("| command | median | min | max |")
+	fmt.Println("|---|---|---|---|")
+	for j, c := range cmds {
+		s := slices.Clone(times[j])
+		slices.Sort(s)
+		fmt.Printf("| %s | %s | %s | %s |\n", c.name, ms(median(s)), ms(s[0]), ms(s[len(s)-1]))
+	}
+	ratio := float64(median(times[1])) / float64(median(times[0]))
+	fmt.Printf("\nberth-generator is **%.1f×** faster than Quadlet for 1000 machines (target ≥ 3×); one machine takes %s (target < 5 ms).\n", ratio, ms(median(times[2])))
+	return nil
+}
+
+func count(dir string) int {
+	ents, _ := os.ReadDir(dir)
+	return len(ents)
+}

@@ -1,0 +1,71 @@
+// Command demo is the README's first command: it boots a throwaway Debian
+// trixie systemd with berth installed, puts the example machine file in
+// /etc/berth/machines, and shows the machine running from it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-project/berth/testbed"
+)
+
+const script = `
+wait_until 30 systemctl is-active systemd-nspawn@web.service
+show cat /etc/berth/machines/web.toml
+show berth verify
+show cat /run/systemd/nspawn/web.nspawn
+show systemctl cat systemd-nspawn@web.service
+show systemctl status --no-pager --lines=0 systemd-nspawn@web.service
+show machinectl list
+check web-serves-page wait_until 10 busybox wget -qO /tmp/page http://127.0.0.1:8080/
+show cat /tmp/page
+`
+
+func main() {
+	ctx := context.Background()
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	src, err := testbed.SourceRoot()
+	if err != nil {
+		fail(err)
+	}
+	example, err := os.ReadFile(filepath.Join(src, "conf/example/web.toml"))
+	if err != nil {
+		fail(err)
+	}
+	fmt.Println("== preparing the testbed (the first run bootstraps Debian trixie, about a minute)")
+	pool, err := testbed.Open(ctx, os.Stderr)
+	if err != nil {
+		fail(err)
+	}
+	base, err := pool.Base(ctx)
+	if err != nil {
+		fail(err)
+	}
+	build, err := testbed.Build(ctx, src, os.Stderr)
+	if err != nil {
+		fail(err)
+	}
+	fmt.Println("== booting systemd with berth installed and /etc/berth/machines/web.toml")
+	res, err := pool.Run(ctx, base, build, testbed.Scenario{
+		Name:   "demo",
+		Files:  map[string]string{"/etc/berth/machines/web.toml": string(example), "/srv/www/index.html": "hello from a berth machine\n"},
+		Script: script,
+		Prepare: func(root string) error {
+			return testbed.BusyboxMachine(root, "web")
+		},
+	})
+	if err != nil {
+		fail(err)
+	}
+	fmt.Print(res.Output)
+	if f := res.Failed(); len(f) > 0 {
+		fail(fmt.Errorf("%s: %s", f[0].Name, f[0].Detail))
+	}
+	fmt.Println("== the machine ran from its TOML file; the testbed is gone again")
+}
