@@ -57,6 +57,11 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 		return nil, err
 	}
 	source := []*unit.UnitOption{unit.NewUnitOption(conf.SecUnit, "SourcePath", m.Source)}
+	if t, ok := m.Get(conf.SecMachine, "Template"); ok {
+		// Recorded for `systemctl cat`; systemd ignores X- keys. Building
+		// the machine from it comes with berthd.
+		source = append(source, unit.NewUnitOption(conf.SecUnit, "X-Berth-Template", t.Str))
+	}
 	dropIn, err := render(m, []string{conf.SecUnit, conf.SecService}, source)
 	if err != nil {
 		return nil, err
