@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/berth-project/berth/btrfs"
 )
 
 // Packages are what the base image holds: systemd with machined and
@@ -156,8 +158,7 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 	}
 	tmp := final + ".tmp"
 	_ = p.DeleteSubvolume(ctx, tmp) // leftover of an interrupted build
-	// btrfs subvolume create base.tmp
-	if err := p.run(ctx, "btrfs", "subvolume", "create", tmp); err != nil {
+	if err := btrfs.Create(tmp); err != nil {
 		return "", err
 	}
 	pkgs := append(append([]string{}, Packages...), extra...)
@@ -167,8 +168,7 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 		err = flattenNested(tmp)
 	}
 	if err == nil {
-		// btrfs property set base.tmp ro true; mv base.tmp base
-		err = p.run(ctx, "btrfs", "property", "set", tmp, "ro", "true")
+		err = btrfs.SetReadOnly(tmp, true)
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -186,16 +186,13 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 // the tree (/var/lib/machines, /var/lib/portables) with plain directories:
 // a snapshot would show them as dead empty directories anyway.
 func flattenNested(root string) error {
-	for _, d := range []string{"var/lib/machines", "var/lib/portables"} {
-		p := filepath.Join(root, d)
-		if _, err := os.Stat(p); err != nil {
-			continue
-		}
-		// btrfs subvolume delete DIR (it is empty in a fresh bootstrap)
-		if err := exec.Command("btrfs", "subvolume", "delete", p).Run(); err != nil {
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("flatten %s: %w", p, err)
-			}
+	nested, err := btrfs.Nested(root)
+	if err != nil {
+		return err
+	}
+	for _, p := range nested {
+		if err := btrfs.Delete(p); err != nil {
+			return err
 		}
 		if err := os.Mkdir(p, 0o700); err != nil {
 			return fmt.Errorf("flatten %s: %w", p, err)
@@ -207,34 +204,13 @@ func flattenNested(root string) error {
 // Snapshot makes a writable snapshot of base named name.
 func (p *Pool) Snapshot(ctx context.Context, base, name string) (string, error) {
 	dst := filepath.Join(p.mnt, name)
-	// btrfs subvolume snapshot BASE NAME
-	if err := p.run(ctx, "btrfs", "subvolume", "snapshot", base, dst); err != nil {
-		return "", err
-	}
-	return dst, nil
+	return dst, btrfs.Snapshot(base, dst, false)
 }
 
-// DeleteSubvolume deletes path and every subvolume nested below it, deepest
-// first, as btrfs refuses to delete a subvolume that still has children.
+// DeleteSubvolume deletes path and every subvolume nested below it.
 func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
 	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	// btrfs subvolume list -o PATH: the subvolumes directly below PATH,
-	// with paths relative to the pool's top level.
-	out, err := exec.CommandContext(ctx, "btrfs", "subvolume", "list", "-o", path).Output()
-	if err != nil {
-		return fmt.Errorf("list subvolumes below %s: %w", path, err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		i := strings.Index(line, " path ")
-		if i < 0 {
-			continue
-		}
-		if err := p.DeleteSubvolume(ctx, filepath.Join(p.mnt, line[i+len(" path "):])); err != nil {
-			return err
-		}
-	}
-	// A read-only subvolume can still be deleted; btrfs subvolume delete PATH
-	return p.run(ctx, "btrfs", "subvolume", "delete", path)
+	return btrfs.Delete(path)
 }

@@ -12,17 +12,24 @@ import (
 )
 
 // Tools the testbed needs on the host; scripts/deps installs them.
-var hostTools = []string{"systemd-nspawn", "mmdebstrap", "mkfs.btrfs", "btrfs", "meson", "mount"}
+var hostTools = []string{"systemd-nspawn", "mmdebstrap", "mkfs.btrfs", "meson", "mount"}
 
 // Require skips t when the testbed cannot run here — except under CI=true,
 // where an integration test that cannot run is a failure.
 func Require(t testing.TB) {
 	t.Helper()
+	RequireRoot(t, hostTools...)
+}
+
+// RequireRoot skips t unless it runs as root with tools installed; under
+// CI=true it fails instead.
+func RequireRoot(t testing.TB, tools ...string) {
+	t.Helper()
 	var why []string
 	if os.Geteuid() != 0 {
 		why = append(why, "not root")
 	}
-	for _, tool := range hostTools {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			why = append(why, tool+" not installed")
 		}
@@ -33,7 +40,7 @@ func Require(t testing.TB) {
 	if len(why) == 0 {
 		return
 	}
-	msg := "testbed unavailable: " + strings.Join(why, ", ") + " (run scripts/test as root)"
+	msg := "needs root and tools: " + strings.Join(why, ", ") + " (run scripts/test as root)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
@@ -88,6 +95,32 @@ func Boot(t *testing.T, sc Scenario) *Result {
 		t.Logf("journal of the testbed:\n%s", tail(res.Journal, 150))
 	}
 	return res
+}
+
+// LoopBtrfs mounts a fresh sparse btrfs file system of size bytes on a
+// temporary directory for t and returns the mount point.
+func LoopBtrfs(t testing.TB, size int64) string {
+	t.Helper()
+	RequireRoot(t, "mkfs.btrfs", "mount", "umount")
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "pool.img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(createFile(img), size); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"mkfs.btrfs", "-q", img}, {"mount", "-o", "loop", img, mnt}} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
 }
 
 // SourceRoot is the directory holding go.mod above the working directory.

@@ -1,0 +1,242 @@
+// Package btrfs does the few btrfs operations berth needs through the
+// kernel's ioctls, so that berthd needs no btrfs-progs at run time. Each
+// call names its btrfs(8) equivalent.
+package btrfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// From linux/btrfs.h.
+const (
+	superMagic      = 0x9123683e
+	firstFreeObjID  = 256 // inode number of every subvolume's root directory
+	subvolRdonly    = 1 << 1
+	volNameMax      = 4087
+	subvolNameMax   = 4039
+	iocSubvolCreate = 0x5000940e // _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
+	iocSnapDestroy  = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+	iocSnapCreateV2 = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+	iocGetFlags     = 0x80089419 // _IOR(0x94, 25, __u64)
+	iocSetFlags     = 0x4008941a // _IOW(0x94, 26, __u64)
+)
+
+type volArgs struct {
+	fd   int64
+	name [volNameMax + 1]byte
+}
+
+type volArgsV2 struct {
+	fd      int64
+	transid uint64
+	flags   uint64
+	unused  [4]uint64
+	name    [subvolNameMax + 1]byte
+}
+
+// IsBtrfs reports whether path is on a btrfs file system.
+func IsBtrfs(path string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return uint32(st.Type) == superMagic, nil
+}
+
+// IsSubvolume reports whether path is the root of a btrfs subvolume.
+func IsSubvolume(path string) (bool, error) {
+	ok, err := IsBtrfs(path)
+	if err != nil || !ok {
+		return false, err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return false, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return st.Ino == firstFreeObjID && st.Mode&unix.S_IFMT == unix.S_IFDIR, nil
+}
+
+func openDir(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|unix.O_DIRECTORY, 0)
+}
+
+func ioctl(f *os.File, req uintptr, arg unsafe.Pointer) error {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), req, uintptr(arg))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Create makes the subvolume path. (btrfs subvolume create PATH)
+func Create(path string) error {
+	parent, err := openDir(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("create subvolume %s: %w", path, err)
+	}
+	defer parent.Close()
+	var args volArgs
+	if err := setName(args.name[:], filepath.Base(path)); err != nil {
+		return fmt.Errorf("create subvolume %s: %w", path, err)
+	}
+	if err := ioctl(parent, iocSubvolCreate, unsafe.Pointer(&args)); err != nil {
+		return fmt.Errorf("create subvolume %s: %w", path, err)
+	}
+	return nil
+}
+
+// Snapshot makes dst a snapshot of the subvolume src, read-only if asked.
+// (btrfs subvolume snapshot [-r] SRC DST) Subvolumes nested in src appear
+// as empty directories in dst; see SnapshotRecursive.
+func Snapshot(src, dst string, readOnly bool) error {
+	s, err := openDir(src)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", src, err)
+	}
+	defer s.Close()
+	parent, err := openDir(filepath.Dir(dst))
+	if err != nil {
+		return fmt.Errorf("snapshot %s to %s: %w", src, dst, err)
+	}
+	defer parent.Close()
+	args := volArgsV2{fd: int64(s.Fd())}
+	if readOnly {
+		args.flags = subvolRdonly
+	}
+	if err := setName(args.name[:], filepath.Base(dst)); err != nil {
+		return fmt.Errorf("snapshot %s to %s: %w", src, dst, err)
+	}
+	if err := ioctl(parent, iocSnapCreateV2, unsafe.Pointer(&args)); err != nil {
+		return fmt.Errorf("snapshot %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// ReadOnly reports whether the subvolume path is read-only.
+// (btrfs property get PATH ro)
+func ReadOnly(path string) (bool, error) {
+	f, err := openDir(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var flags uint64
+	if err := ioctl(f, iocGetFlags, unsafe.Pointer(&flags)); err != nil {
+		return false, fmt.Errorf("get flags of %s: %w", path, err)
+	}
+	return flags&subvolRdonly != 0, nil
+}
+
+// SetReadOnly sets or clears the subvolume's read-only flag.
+// (btrfs property set PATH ro true|false)
+func SetReadOnly(path string, ro bool) error {
+	f, err := openDir(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var flags uint64
+	if err := ioctl(f, iocGetFlags, unsafe.Pointer(&flags)); err != nil {
+		return fmt.Errorf("get flags of %s: %w", path, err)
+	}
+	if ro {
+		flags |= subvolRdonly
+	} else {
+		flags &^= subvolRdonly
+	}
+	if err := ioctl(f, iocSetFlags, unsafe.Pointer(&flags)); err != nil {
+		return fmt.Errorf("set read-only=%v on %s: %w", ro, path, err)
+	}
+	return nil
+}
+
+// Nested returns the subvolumes below the subvolume path (not path itself),
+// deepest first: the order they must be deleted in.
+func Nested(path string) ([]string, error) {
+	var found []string
+	var root unix.Stat_t
+	if err := unix.Lstat(path, &root); err != nil {
+		return nil, err
+	}
+	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() || p == path {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Ino == firstFreeObjID {
+			found = append(found, p)
+		} else if st.Dev != root.Dev {
+			return filepath.SkipDir // a mount point: not ours to walk
+		}
+		return nil
+	})
+	// WalkDir visits parents before children; delete children first.
+	for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
+		found[i], found[j] = found[j], found[i]
+	}
+	return found, err
+}
+
+// Delete removes the subvolume path and every subvolume nested in it,
+// read-only ones included. (btrfs subvolume delete -R PATH)
+func Delete(path string) error {
+	nested, err := Nested(path)
+	if err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	all := append(nested, path)
+	// A read-only parent would refuse to lose the entries of its children.
+	for _, p := range all {
+		if ro, err := ReadOnly(p); err == nil && ro {
+			if err := SetReadOnly(p, false); err != nil {
+				return fmt.Errorf("delete subvolume %s: %w", path, err)
+			}
+		}
+	}
+	for _, p := range all {
+		if err := deleteOne(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deleteOne(path string) error {
+	parent, err := openDir(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	defer parent.Close()
+	var args volArgs
+	if err := setName(args.name[:], filepath.Base(path)); err != nil {
+		return err
+	}
+	if err := ioctl(parent, iocSnapDestroy, unsafe.Pointer(&args)); err != nil {
+		return fmt.Errorf("delete subvolume %s: %w", path, err)
+	}
+	return nil
+}
+
+func setName(dst []byte, name string) error {
+	if len(name) >= len(dst) || name == "" || name == "." || name == ".." {
+		return fmt.Errorf("bad subvolume name %q", name)
+	}
+	copy(dst, name)
+	return nil
+}
