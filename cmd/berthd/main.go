@@ -1,14 +1,82 @@
-// Command berthd is berth's socket-activated varlink service. Its
-// interfaces arrive with the template and machine work (issues 3 and 4);
-// until then it refuses to start so nothing mistakes it for a service.
+// Command berthd is berth's socket-activated varlink service; see
+// berthd(8). It is started by berthd.socket on /run/berth/io.berth.
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/varlinkd"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "berthd: no varlink interfaces are implemented in this version")
-	os.Exit(1)
+	listen := flag.String("listen", "", "listen on this unix socket `PATH` instead of the socket systemd passes")
+	poolDir := flag.String("pool", pool.DefaultDir, "machine pool `DIR`")
+	cacheDir := flag.String("cache", template.DefaultCacheDir, "package cache `DIR`")
+	idle := flag.Duration("idle", 30*time.Second, "exit after this long without calls or operations (0: never)")
+	flag.Parse()
+	if err := run(*listen, *poolDir, *cacheDir, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "berthd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(listen, poolDir, cacheDir string, idle time.Duration) error {
+	log := syslog.New("berthd", os.Stderr)
+	l, err := listener(listen)
+	if err != nil {
+		return err
+	}
+	p, err := pool.Open(poolDir)
+	if err != nil {
+		return err
+	}
+	if !p.Btrfs {
+		log.Warningf("%s is not on btrfs: templates are plain directories and clones are copies", poolDir)
+	}
+	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
+	for _, err := range tm.Recover() {
+		log.Errorf("%v", err)
+	}
+	notify := func(state string) { daemon.SdNotify(false, state) }
+	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Auth: varlinkd.Polkit{}, Log: log, Notify: notify})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() { <-ctx.Done(); l.Close() }()
+	notify(daemon.SdNotifyReady + "\nSTATUS=Idle.")
+	err = srv.Serve(ctx, l, idle)
+	notify(daemon.SdNotifyStopping)
+	return err
+}
+
+// listener takes the socket systemd passed (go-systemd's activation is the
+// only reader of LISTEN_FDS), or listens on path when asked to.
+func listener(path string) (net.Listener, error) {
+	if path != "" {
+		os.Remove(path)
+		return net.Listen("unix", path)
+	}
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	if len(ls) != 1 || ls[0] == nil {
+		return nil, fmt.Errorf("expected one socket from systemd (berthd.socket), got %d; use --listen PATH to run by hand", len(ls))
+	}
+	return ls[0], nil
 }

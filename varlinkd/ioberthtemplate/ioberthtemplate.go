@@ -318,7 +318,9 @@ func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	}, nil
 }
 
-// List templates, one per reply.
+// List templates, one per reply. Without 'more' the call fails with
+// org.varlink.service.InvalidParameter(parameter: "more"); with no
+// templates, with NoSuchTemplate(name: "").
 // [Requires 'more' flag]
 type List_methods struct{}
 
@@ -609,7 +611,9 @@ func (s *VarlinkInterface) Create(ctx context.Context, c VarlinkCall, name_ stri
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Template.Create")
 }
 
-// List templates, one per reply.
+// List templates, one per reply. Without 'more' the call fails with
+// org.varlink.service.InvalidParameter(parameter: "more"); with no
+// templates, with NoSuchTemplate(name: "").
 // [Requires 'more' flag]
 func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Template.List")
@@ -754,7 +758,9 @@ method Create(
 	template: ?TemplateInfo
 )
 
-# List templates, one per reply.
+# List templates, one per reply. Without 'more' the call fails with
+# org.varlink.service.InvalidParameter(parameter: "more"); with no
+# templates, with NoSuchTemplate(name: "").
 # [Requires 'more' flag]
 method List() -> (template: TemplateInfo)
 

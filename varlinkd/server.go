@@ -1,0 +1,110 @@
+// Package varlinkd is berthd: the varlink service that does berth's slow,
+// privileged work. It serves the generated io.berth.* interfaces on one
+// socket, checks who is calling, and exits when idle.
+package varlinkd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
+)
+
+// Version is berth's version, reported by org.varlink.service.GetInfo.
+var Version = "0.1.0"
+
+// Server is one berthd.
+type Server struct {
+	Templates *template.Manager
+	Auth      Authorizer
+	Log       *syslog.Logger
+	// Notify reports status to the service manager (sd_notify); may be nil.
+	Notify func(state string)
+
+	svc   *varlink.Service
+	conns atomic.Int64 // open connections
+	ops   atomic.Int64 // running operations, background ones included
+	wg    sync.WaitGroup
+	base  context.Context // outlives connections: background operations
+}
+
+// New registers the interfaces.
+func New(s *Server) (*Server, error) {
+	svc, err := varlink.NewService("berth", "berthd", Version, "https://github.com/berth-project/berth")
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(ioberthtemplate.VarlinkNew(&templateIface{s})); err != nil {
+		return nil, err
+	}
+	s.svc = svc
+	if s.Notify == nil {
+		s.Notify = func(string) {}
+	}
+	return s, nil
+}
+
+// Serve accepts connections on l until ctx ends or, with idle > 0, until
+// nothing has happened for that long and no operation runs. Idle exit is
+// a clean exit: the socket unit starts berthd again on the next call.
+func (s *Server) Serve(ctx context.Context, l net.Listener, idle time.Duration) error {
+	s.base = ctx
+	ul, _ := l.(*net.UnixListener)
+	for {
+		if idle > 0 && ul != nil {
+			ul.SetDeadline(time.Now().Add(idle))
+		}
+		conn, err := l.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if s.conns.Load() == 0 && s.ops.Load() == 0 {
+					s.Log.Debugf("idle for %s, exiting", idle)
+					s.wg.Wait()
+					return nil
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				s.wg.Wait()
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		s.conns.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.conns.Add(-1)
+			s.svc.ServeConn(ctx, conn)
+		}()
+	}
+}
+
+// ServeConn serves one already connected socket (tests use a socketpair).
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
+	if s.base == nil {
+		s.base = ctx
+	}
+	s.svc.ServeConn(ctx, conn)
+}
+
+// operation marks a long operation as running for idle tracking and status.
+func (s *Server) operation(status string) func() {
+	s.ops.Add(1)
+	s.Notify("STATUS=" + status)
+	return func() {
+		if s.ops.Add(-1) == 0 {
+			s.Notify("STATUS=Idle.")
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package varlinkd_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/varlinkd"
+	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
+)
+
+// denyAll is a fake Authorizer for the one fault the test cannot produce
+// for real in-process: a caller polkit refuses (the testbed covers the real
+// refusal with runuser).
+type denyAll struct{}
+
+func (denyAll) Allowed(varlinkd.Caller, string, bool) (bool, error) { return false, nil }
+
+// connect serves a fresh berthd on one end of a socketpair and returns a
+// client on the other.
+func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
+	t.Helper()
+	p, err := pool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := varlinkd.New(&varlinkd.Server{
+		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
+		Auth:      auth, Log: syslog.New("berthd", io.Discard),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sconn, _ := net.FileConn(os.NewFile(uintptr(fds[0]), "server"))
+	cconn, _ := net.FileConn(os.NewFile(uintptr(fds[1]), "client"))
+	ctx, cancel := context.WithCancel(context.Background())
+	go srv.ServeConn(ctx, sconn)
+	c, err := varlink.NewConnectionWithDialer(ctx, "unix:@berth-test", pairDialer{cconn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); cancel() })
+	return c
+}
+
+// pairDialer "dials" the client end of the socketpair.
+type pairDialer struct{ conn net.Conn }
+
+func (d pairDialer) DialContext(context.Context, string, string) (net.Conn, error) {
+	return d.conn, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestEveryMethodAnswers calls every method of io.berth.Template: the
+// generated server interface is unexported, so a wrongly typed method
+// would compile and answer MethodNotImplemented.
+func TestEveryMethodAnswers(t *testing.T) {
+	c := connect(t, varlinkd.Polkit{})
+	ctx := context.Background()
+	desc, err := c.GetInterfaceDescription(ctx, "io.berth.Template")
+	if err != nil || !strings.Contains(desc, "method Create(") {
+		t.Fatalf("introspection: %v", err)
+	}
+
+	_, err = ioberthtemplate.Show().Call(ctx, c, "nope")
+	var nst *ioberthtemplate.NoSuchTemplate
+	if !errors.As(err, &nst) || nst.Name != "nope" {
+		t.Errorf("Show: %v", err)
+	}
+	recv, err := ioberthtemplate.List().Send(ctx, c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := recv(ctx); !errors.As(err, &nst) {
+		t.Errorf("List of an empty pool: %v", err)
+	}
+	if _, err := ioberthtemplate.List().Call(ctx, c); err == nil || !strings.Contains(err.Error(), "InvalidParameter") {
+		t.Errorf("List without more: %v", err)
+	}
+	if err := ioberthtemplate.Remove().Call(ctx, c, "nope", nil); !errors.As(err, &nst) {
+		t.Errorf("Remove: %v", err)
+	}
+	_, _, err = ioberthtemplate.Create().Call(ctx, c, "bad_name", &ioberthtemplate.Recipe{Suite: "bookworm"}, nil, nil)
+	var inv *ioberthtemplate.InvalidName
+	if !errors.As(err, &inv) || inv.Name != "bad_name" || !strings.Contains(inv.Reason, "'_'") {
+		t.Errorf("Create with a bad name: %v", err)
+	}
+	_, _, err = ioberthtemplate.Create().Call(ctx, c, "ok", &ioberthtemplate.Recipe{Suite: "bookworm", Variant: ptr("tiny")}, nil, nil)
+	var ir *ioberthtemplate.InvalidRecipe
+	if !errors.As(err, &ir) || ir.Field != "variant" {
+		t.Errorf("Create with a bad variant: %v", err)
+	}
+	_, _, err = ioberthtemplate.Create().Call(ctx, c, "ok", nil, nil, nil)
+	if !errors.As(err, &ir) || ir.Field != "recipe" {
+		t.Errorf("Create without recipe: %v", err)
+	}
+}
+
+func TestRefusedCallerChangesNothing(t *testing.T) {
+	c := connect(t, denyAll{})
+	ctx := context.Background()
+	var pd *ioberthtemplate.PermissionDenied
+	_, _, err := ioberthtemplate.Create().Call(ctx, c, "x", &ioberthtemplate.Recipe{Suite: "bookworm"}, nil, nil)
+	if !errors.As(err, &pd) || pd.Action != varlinkd.ActionManageTemplates {
+		t.Errorf("Create: %v", err)
+	}
+	if err := ioberthtemplate.Remove().Call(ctx, c, "x", nil); !errors.As(err, &pd) {
+		t.Errorf("Remove: %v", err)
+	}
+	// Reading stays open to everyone.
+	var nst *ioberthtemplate.NoSuchTemplate
+	if _, err := ioberthtemplate.Show().Call(ctx, c, "x"); !errors.As(err, &nst) {
+		t.Errorf("Show: %v", err)
+	}
+}
