@@ -25,7 +25,7 @@ func main() {
 	listen := flag.String("listen", "", "listen on this unix socket `PATH` instead of the socket systemd passes")
 	poolDir := flag.String("pool", pool.DefaultDir, "machine pool `DIR`")
 	cacheDir := flag.String("cache", template.DefaultCacheDir, "package cache `DIR`")
-	idle := flag.Duration("idle", 30*time.Second, "exit after this long without calls or operations (0: never)")
+	idle := flag.Duration("idle", 20*time.Second, "exit after this long without calls or operations (0: never)")
 	flag.Parse()
 	if err := run(*listen, *poolDir, *cacheDir, *idle); err != nil {
 		fmt.Fprintln(os.Stderr, "berthd:", err)

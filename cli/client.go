@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
+)
+
+// socket is berthd's address; BERTH_SOCKET overrides it.
+func socket() string {
+	if s := os.Getenv("BERTH_SOCKET"); s != "" {
+		return s
+	}
+	return "/run/berth/io.berth"
+}
+
+func dial(ctx context.Context) (*varlink.Connection, error) {
+	c, err := varlink.NewConnection(ctx, "unix:"+socket())
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach berthd at %s (is berthd.socket running? systemctl start berthd.socket): %w", socket(), err)
+	}
+	return c, nil
+}
+
+// explain turns a varlink error into a sentence for people, with what to
+// do about it.
+func explain(err error) string {
+	var (
+		nst *ioberthtemplate.NoSuchTemplate
+		te  *ioberthtemplate.TemplateExists
+		in  *ioberthtemplate.InvalidName
+		ir  *ioberthtemplate.InvalidRecipe
+		bf  *ioberthtemplate.BootstrapFailed
+		pu  *ioberthtemplate.PoolUnusable
+		pd  *ioberthtemplate.PermissionDenied
+		bu  *ioberthtemplate.Busy
+	)
+	switch {
+	case errors.As(err, &nst):
+		if nst.Name == "" {
+			return "no templates"
+		}
+		return fmt.Sprintf("no template %q (berth template list shows what there is)", nst.Name)
+	case errors.As(err, &te):
+		return fmt.Sprintf("%q already exists in the pool; pick another name or remove it first", te.Name)
+	case errors.As(err, &in):
+		return fmt.Sprintf("invalid name %q: %s", in.Name, in.Reason)
+	case errors.As(err, &ir):
+		return fmt.Sprintf("bad recipe: %s: %s", ir.Field, ir.Reason)
+	case errors.As(err, &bf):
+		return fmt.Sprintf("building %q failed: %s exited with status %d; its last lines:\n  %s",
+			bf.Name, bf.Tool, bf.ExitStatus, strings.Join(bf.Log, "\n  "))
+	case errors.As(err, &pu):
+		return fmt.Sprintf("the pool cannot be used: %s", pu.Reason)
+	case errors.As(err, &pd):
+		return fmt.Sprintf("permission denied: run as root, or get the polkit action %s", pd.Action)
+	case errors.As(err, &bu):
+		return fmt.Sprintf("%q is busy with another operation; try again when it is done", bu.Name)
+	}
+	return err.Error()
+}
+
+// fail prints err for people and returns the exit code.
+func (e *env) fail(err error) int {
+	fmt.Fprintln(e.stderr, "berth:", explain(err))
+	return exitFail
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// progress shows long work: a redrawn bar on a terminal, one line per
+// phase otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	phase string
+}
+
+func (p *progress) update(pct int, phase, msg string) {
+	if p.tty {
+		const width = 30
+		n := pct * width / 100
+		line := fmt.Sprintf("[%s%s] %3d%% %s", strings.Repeat("#", n), strings.Repeat(".", width-n), pct, msg)
+		if len(line) > 100 {
+			line = line[:100]
+		}
+		fmt.Fprintf(p.w, "\r\033[K%s", line)
+		return
+	}
+	if phase != p.phase {
+		p.phase = phase
+		fmt.Fprintf(p.w, "%3d%% %s: %s\n", pct, phase, msg)
+	}
+}
+
+func (p *progress) done() {
+	if p.tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}

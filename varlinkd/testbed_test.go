@@ -1,0 +1,83 @@
+package varlinkd_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-project/berth/testbed"
+)
+
+// TestTemplatesOnSystemd proves io.berth.Template on a real systemd, with
+// real mmdebstrap and Debian's mirror, through varlinkctl, machinectl and
+// the berth CLI.
+func TestTemplatesOnSystemd(t *testing.T) {
+	script := `
+S=/run/berth/io.berth
+call() { varlinkctl call "$@"; }
+leftovers() { ls -A /var/lib/machines /var/lib/machines/.berth-bases 2>/dev/null | grep -F '.#'; }
+nothing_left() { ! leftovers && ! test -e /var/lib/machines/$1; }
+fails_with() { # fails_with ERROR ARGS... — the call fails, naming ERROR
+	local want=$1; shift
+	! call "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out
+}
+count_debs() { ls /var/cache/berth/debs/*/*.deb | wc -l; }
+
+systemctl start berthd.socket
+check introspect sh -c "varlinkctl introspect $S io.berth.Template | grep -q 'method Create('"
+check info sh -c "varlinkctl info $S | grep -q io.berth.Template"
+
+# Create through varlinkctl, with progress replies.
+call --more $S io.berth.Template.Create '{"name":"bw","recipe":{"suite":"bookworm","include":["less"]}}' > /tmp/create.json 2>&1
+show tail -n 30 /tmp/create.json
+check create-progress-replies grep -q '"percent"' /tmp/create.json
+check create-final-reply grep -Eq '"readOnly" ?: ?true' /tmp/create.json
+check listed-by-machinectl sh -c "machinectl list-images --no-legend | grep -E '^bw +subvolume +yes'"
+check machinectl-readonly test "$(machinectl show-image bw -p ReadOnly --value)" = yes
+call $S io.berth.Template.Show '{"name":"bw"}' > /tmp/show.json
+check show-packages grep -q '"less ' /tmp/show.json
+check no-machine-id test ! -s /var/lib/machines/bw/etc/machine-id
+debs=$(count_debs)
+
+# A second template through the CLI reuses the base tree and the cache.
+check cli-create berth template create bw2 --suite bookworm --include less
+check cache-reused test "$(count_debs)" = "$debs"
+check cli-list sh -c "berth template list | grep -E '^bw2 +bookworm +minbase +subvolume +true'"
+check cli-show-json sh -c "berth template show bw2 --json | grep -q '\"suite\": \"bookworm\"'"
+
+# Unauthorized callers change nothing; reading is open.
+check nobody-remove-refused sh -c "! runuser -u nobody -- varlinkctl call $S io.berth.Template.Remove '{\"name\":\"bw\"}' 2>/tmp/refused && grep -q 'io.berth.Template.PermissionDenied' /tmp/refused"
+check nobody-create-refused sh -c "! runuser -u nobody -- varlinkctl call $S io.berth.Template.Create '{\"name\":\"x\",\"recipe\":{\"suite\":\"bookworm\"}}' 2>/tmp/refused && grep -q 'io.berth.Template.PermissionDenied' /tmp/refused"
+check refused-changed-nothing sh -c "test -d /var/lib/machines/bw && ! test -e /var/lib/machines/x"
+check nobody-may-list runuser -u nobody -- varlinkctl call --more $S io.berth.Template.List '{}'
+
+# Bad recipes fail early and clearly, leaving nothing.
+check unknown-suite fails_with 'io.berth.Template.InvalidRecipe' $S io.berth.Template.Create '{"name":"x","recipe":{"suite":"nosuchsuite"}}'
+check bad-mirror fails_with 'io.berth.Template.InvalidRecipe' $S io.berth.Template.Create '{"name":"x","recipe":{"suite":"bookworm","mirror":"http://127.0.0.1:9/debian"}}'
+check bad-name fails_with 'io.berth.Template.InvalidName' $S io.berth.Template.Create '{"name":"-x","recipe":{"suite":"bookworm"}}'
+check bad-package fails_with 'io.berth.Template.BootstrapFailed' $S io.berth.Template.Create '{"name":"x","recipe":{"suite":"bookworm","include":["no-such-package-berth"]}}'
+check cli-error-message sh -c "! berth template create y --suite bookworm --include no-such-package-berth 2>/tmp/err && grep -q 'apt-get install exited with status 100' /tmp/err"
+check exists-error fails_with 'io.berth.Template.TemplateExists' $S io.berth.Template.Create '{"name":"bw","recipe":{"suite":"bookworm"}}'
+check nothing-left nothing_left x
+
+# Kill berthd in the middle of a cold build: nothing is left once it runs again.
+call --more $S io.berth.Template.Create '{"name":"tx","recipe":{"suite":"trixie"}}' > /tmp/killed.json 2>&1 &
+wait_until 60 leftovers
+sleep 3
+check had-leftovers-while-building leftovers
+systemctl kill -s KILL berthd.service
+wait
+call --more $S io.berth.Template.List '{}' > /dev/null
+check no-leftovers-after-restart nothing_left tx
+check no-mounts-left sh -c "! grep -q /var/lib/machines /proc/self/mountinfo"
+
+# Remove.
+check remove call $S io.berth.Template.Remove '{"name":"bw2"}'
+check removed sh -c "! machinectl list-images --no-legend | grep -q '^bw2 '"
+check idle-exit wait_until 60 sh -c "! systemctl is-active berthd.service"
+`
+	res := testbed.Boot(t, testbed.Scenario{Name: "templates", Script: script, Timeout: 8 * time.Minute})
+	if strings.Contains(res.Output, "panic") {
+		t.Error(res.Output)
+	}
+}
