@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -53,7 +54,7 @@ func optional(s string) *string {
 
 func templateCreate(e *env, args []string) int {
 	fs := e.flags("template")
-	suite := fs.String("suite", "", "Debian suite, such as bookworm (required)")
+	suite := fs.String("suite", "", "Debian suite, such as bookworm (default: the recipe in templates/NAME.toml)")
 	variant := fs.String("variant", "", "bootstrap variant (default minbase)")
 	include := fs.String("include", "", "extra packages, comma-separated")
 	arch := fs.String("arch", "", "architecture (default: the host's)")
@@ -62,25 +63,30 @@ func templateCreate(e *env, args []string) int {
 	bootstrapper := fs.String("bootstrapper", "", "mmdebstrap (default) or debootstrap")
 	background := fs.Bool("background", false, "keep building if berth is interrupted")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	ifMissing := fs.Bool("if-missing", false, "succeed without building if the template exists")
 	name, ok := nameAndFlags(e, fs, args)
 	if !ok {
 		return exitUsage
 	}
-	if *suite == "" {
-		fmt.Fprintln(e.stderr, "berth: template create needs --suite")
-		return exitUsage
+	var recipe *ioberthtemplate.Recipe
+	if *suite != "" {
+		recipe = &ioberthtemplate.Recipe{Suite: *suite, Variant: optional(*variant), Include: splitList(*include),
+			Architecture: optional(*arch), Components: splitList(*components), Mirror: optional(*mirror),
+			Bootstrapper: optional(*bootstrapper)}
 	}
-	recipe := ioberthtemplate.Recipe{Suite: *suite, Variant: optional(*variant), Include: splitList(*include),
-		Architecture: optional(*arch), Components: splitList(*components), Mirror: optional(*mirror),
-		Bootstrapper: optional(*bootstrapper)}
 	ctx := context.Background()
 	c, err := dial(ctx)
 	if err != nil {
 		return e.fail(err)
 	}
 	defer c.Close()
+	if *ifMissing {
+		if _, err := ioberthtemplate.Show().Call(ctx, c, name); err == nil {
+			return exitOK
+		}
+	}
 	interactive := isTerminal(os.Stdin) // polkit may ask for a password there
-	recv, err := ioberthtemplate.Create().Send(ctx, c, varlink.More, name, &recipe, background, &interactive)
+	recv, err := ioberthtemplate.Create().Send(ctx, c, varlink.More, name, recipe, background, &interactive)
 	if err != nil {
 		return e.fail(err)
 	}
@@ -89,6 +95,10 @@ func templateCreate(e *env, args []string) int {
 		prog, tmpl, flags, err := recv(ctx)
 		if err != nil {
 			bar.done()
+			var te *ioberthtemplate.TemplateExists
+			if *ifMissing && errors.As(err, &te) {
+				return exitOK // built by someone else meanwhile
+			}
 			return e.fail(err)
 		}
 		if prog != nil {

@@ -103,15 +103,81 @@ const (
 	SecNetwork = "Network"
 	SecUnit    = "Unit"
 	SecService = "Service"
+
+	SecTemplate = "Template"
 )
 
 // NspawnSections are the sections that map one to one onto systemd.nspawn(5).
 var NspawnSections = []string{SecExec, SecFiles, SecNetwork}
 
-// Sections is the schema of a machine file. [Exec], [Files] and [Network]
-// mirror systemd.nspawn(5) of systemd 257; [Unit] and [Service] feed the
-// systemd-nspawn@NAME.service drop-in; [Machine] holds berth's own keys.
-var Sections = []*Section{
+// Schema is one kind of config file: where it is found and what it holds.
+type Schema struct {
+	Kind       string // "machine", "template": for messages
+	Dir        string // KIND/NAME.toml and KIND/NAME.toml.d/ in each search dir
+	AllDropIns string // drop-ins for every file of the kind
+	Sections   []*Section
+	index      map[string]keyRef // "Section\x00Key"
+}
+
+type keyRef struct {
+	def   *KeyDef
+	order int
+}
+
+func newSchema(kind, dir, all string, sections []*Section) *Schema {
+	s := &Schema{Kind: kind, Dir: dir, AllDropIns: all, Sections: sections, index: map[string]keyRef{}}
+	for si, sec := range sections {
+		for ki := range sec.Keys {
+			s.index[sec.Name+"\x00"+sec.Keys[ki].Name] = keyRef{&sec.Keys[ki], si<<8 | ki}
+		}
+	}
+	return s
+}
+
+func (s *Schema) lookupKey(section, key string) (*KeyDef, int) {
+	r := s.index[section+"\x00"+key]
+	return r.def, r.order
+}
+
+// Section returns the schema of a section, or nil.
+func (s *Schema) Section(name string) *Section {
+	for _, sec := range s.Sections {
+		if sec.Name == name {
+			return sec
+		}
+	}
+	return nil
+}
+
+func (s *Schema) sectionNames() []string {
+	n := make([]string, len(s.Sections))
+	for i, sec := range s.Sections {
+		n[i] = sec.Name
+	}
+	return n
+}
+
+// Machines is the schema of machine files: machines/NAME.toml.
+var Machines = newSchema("machine", "machines", "machines.d", machineSections)
+
+// Templates is the schema of template recipes: templates/NAME.toml.
+var Templates = newSchema("template", "templates", "templates.d", []*Section{
+	{Name: SecTemplate, Keys: []KeyDef{
+		{Name: "Suite", Kind: String},
+		{Name: "Variant", Kind: String},
+		{Name: "Include", Kind: List},
+		{Name: "Architecture", Kind: String},
+		{Name: "Components", Kind: List},
+		{Name: "Mirror", Kind: String},
+		{Name: "Bootstrapper", Kind: String, Check: oneOf("mmdebstrap", "debootstrap")},
+	}},
+})
+
+// machineSections is the schema of a machine file. [Exec], [Files] and
+// [Network] mirror systemd.nspawn(5) of systemd 257; [Unit] and [Service]
+// feed the systemd-nspawn@NAME.service drop-in; [Machine] holds berth's own
+// keys.
+var machineSections = []*Section{
 	{Name: SecMachine, Keys: []KeyDef{
 		{Name: "Enable", Kind: Bool},
 		{Name: "Template", Kind: String, Check: checkMachineName},
@@ -222,45 +288,6 @@ var Sections = []*Section{
 		{Name: "DeviceAllow", Kind: List, Specifiers: true},
 		{Name: "Environment", Kind: Table, Specifiers: true, Quote: CWords},
 	}},
-}
-
-// keyIndex maps "Section\x00Key" to its definition and schema position.
-var keyIndex = func() map[string]keyRef {
-	m := map[string]keyRef{}
-	for si, sec := range Sections {
-		for ki := range sec.Keys {
-			m[sec.Name+"\x00"+sec.Keys[ki].Name] = keyRef{&sec.Keys[ki], si<<8 | ki}
-		}
-	}
-	return m
-}()
-
-type keyRef struct {
-	def   *KeyDef
-	order int
-}
-
-func lookupKey(section, key string) (*KeyDef, int) {
-	r := keyIndex[section+"\x00"+key]
-	return r.def, r.order
-}
-
-// SectionByName returns the schema of a section, or nil.
-func SectionByName(name string) *Section {
-	for _, s := range Sections {
-		if s.Name == name {
-			return s
-		}
-	}
-	return nil
-}
-
-func sectionNames() []string {
-	n := make([]string, len(Sections))
-	for i, s := range Sections {
-		n[i] = s.Name
-	}
-	return n
 }
 
 func oneOf(allowed ...string) func(string) error {

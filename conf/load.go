@@ -20,11 +20,7 @@ import (
 // orders /etc, /run, /usr/local/lib and /usr/lib.
 var SearchDirs = []string{"/etc/berth", "/run/berth", "/usr/local/lib/berth", "/usr/lib/berth"}
 
-const (
-	machinesDir = "machines"   // machines/NAME.toml, machines/NAME.toml.d/*.toml
-	allDropIns  = "machines.d" // drop-ins for every machine, like systemd's service.d/
-	suffix      = ".toml"
-)
+const suffix = ".toml"
 
 // ErrMasked is returned for a machine whose file is a symlink to /dev/null.
 var ErrMasked = errors.New("masked")
@@ -37,6 +33,15 @@ type Loader struct {
 	Root string
 	// Dirs overrides SearchDirs when non-nil.
 	Dirs []string
+	// Schema is what is loaded; Machines when nil.
+	Schema *Schema
+}
+
+func (l *Loader) schema() *Schema {
+	if l.Schema != nil {
+		return l.Schema
+	}
+	return Machines
 }
 
 func (l *Loader) dirs() []string {
@@ -115,7 +120,7 @@ func (l *Loader) Load(name string) (*Machine, error) {
 	e, ok := idx.main[name]
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("machine %s: no %s in %s: %w", name, filepath.Join(machinesDir, name+suffix),
+		return nil, fmt.Errorf("%s %s: no %s in %s: %w", l.schema().Kind, name, filepath.Join(l.schema().Dir, name+suffix),
 			strings.Join(l.dirs(), ", "), fs.ErrNotExist)
 	case e.masked:
 		return nil, fmt.Errorf("%s: %w", e.path, ErrMasked)
@@ -154,7 +159,7 @@ func (l *Loader) scan() *index {
 	idx := &index{main: map[string]entry{}, dropDirs: map[string]map[int]string{},
 		global: make([][]entry, len(dirs)), dirFds: make([]int, len(dirs))}
 	for i, d := range dirs {
-		mdir := filepath.Join(d, machinesDir)
+		mdir := filepath.Join(d, l.schema().Dir)
 		idx.dirFds[i] = -1
 		if fd, err := syscall.Open(l.host(mdir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			idx.dirFds[i] = fd
@@ -172,7 +177,7 @@ func (l *Loader) scan() *index {
 				}
 			}
 		}
-		for _, e := range l.readDir(filepath.Join(d, allDropIns)) {
+		for _, e := range l.readDir(filepath.Join(d, l.schema().AllDropIns)) {
 			if strings.HasSuffix(e.base, suffix) {
 				idx.global[i] = append(idx.global[i], e)
 			}
@@ -238,7 +243,7 @@ func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
 		var f *File
 		var err error
 		if i == 0 && idx.dirFds[main.dir] >= 0 {
-			f, err = parseAt(idx.dirFds[main.dir], main.base, p)
+			f, err = l.parseAt(idx.dirFds[main.dir], main.base, p)
 		} else {
 			f, err = l.parseFile(p)
 		}
@@ -259,18 +264,18 @@ func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
 }
 
 func (l *Loader) parseFile(p string) (*File, error) {
-	return parseAt(atCWD, l.host(p), p)
+	return l.parseAt(atCWD, l.host(p), p)
 }
 
 const atCWD = unix.AT_FDCWD
 
 // parseAt reads name relative to dirfd and parses it as the file p.
-func parseAt(dirfd int, name, p string) (*File, error) {
+func (l *Loader) parseAt(dirfd int, name, p string) (*File, error) {
 	src, err := readFileAt(dirfd, name)
 	if err != nil {
 		return nil, Errors{{File: p, Msg: fmt.Sprintf("cannot read: %v", err)}}
 	}
-	return Parse(p, src)
+	return l.schema().Parse(p, src)
 }
 
 // readFileAt is os.ReadFile in four system calls rather than six, relative

@@ -74,9 +74,12 @@ func (f *File) line(path ...string) int {
 	return f.loc.line(path...)
 }
 
-// Parse decodes src strictly against the machine-file schema. Every problem
-// is reported with file, line and key; any problem rejects the whole file.
-func Parse(path string, src []byte) (*File, error) {
+// Parse decodes a machine file; see Schema.Parse.
+func Parse(path string, src []byte) (*File, error) { return Machines.Parse(path, src) }
+
+// Parse decodes src strictly against the schema. Every problem is reported
+// with file, line and key; any problem rejects the whole file.
+func (schema *Schema) Parse(path string, src []byte) (*File, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(src), &raw); err != nil {
 		var pe toml.ParseError
@@ -85,7 +88,7 @@ func Parse(path string, src []byte) (*File, error) {
 		}
 		return nil, Errors{{File: path, Msg: "TOML syntax error: " + err.Error()}}
 	}
-	p := parser{file: &File{Path: path, src: src}}
+	p := parser{schema: schema, file: &File{Path: path, src: src}}
 	for secName, v := range raw {
 		p.section(secName, v)
 	}
@@ -103,7 +106,8 @@ func Parse(path string, src []byte) (*File, error) {
 }
 
 type parser struct {
-	file *File
+	schema *Schema
+	file   *File
 	errs Errors
 }
 
@@ -113,9 +117,9 @@ func (p *parser) errorf(path []string, format string, args ...any) {
 }
 
 func (p *parser) section(name string, v any) {
-	sec := SectionByName(name)
+	sec := p.schema.Section(name)
 	if sec == nil {
-		p.errorf([]string{name}, "unknown section [%s]%s", name, didYouMean(name, sectionNames()))
+		p.errorf([]string{name}, "unknown section [%s]%s", name, didYouMean(name, p.schema.sectionNames()))
 		return
 	}
 	tbl, ok := v.(map[string]any)
@@ -124,7 +128,7 @@ func (p *parser) section(name string, v any) {
 		return
 	}
 	for keyName, kv := range tbl {
-		def, order := lookupKey(name, keyName)
+		def, order := p.schema.lookupKey(name, keyName)
 		if def == nil {
 			p.errorf([]string{name, keyName}, "unknown key %q in [%s]%s", keyName, name, didYouMean(keyName, sec.keyNames()))
 			continue

@@ -50,6 +50,9 @@ type File struct {
 // Machine names need no unit-name escaping; machinectl builds it the same way.
 func UnitName(name string) string { return "systemd-nspawn@" + name + ".service" }
 
+// BuildUnit is the unit that builds template name if it is missing.
+func BuildUnit(name string) string { return "berth-template@" + name + ".service" }
+
 // Convert renders m. unitDir is where systemd-nspawn@.service is installed.
 func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 	nspawn, err := render(m, conf.NspawnSections, nil)
@@ -58,9 +61,13 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 	}
 	source := []*unit.UnitOption{unit.NewUnitOption(conf.SecUnit, "SourcePath", m.Source)}
 	if t, ok := m.Get(conf.SecMachine, "Template"); ok {
-		// Recorded for `systemctl cat`; systemd ignores X- keys. Building
-		// the machine from it comes with berthd.
-		source = append(source, unit.NewUnitOption(conf.SecUnit, "X-Berth-Template", t.Str))
+		// The template is built first if it is missing. systemd ignores
+		// X- keys; this one records the origin for `systemctl cat`.
+		tu := BuildUnit(t.Str)
+		source = append(source,
+			unit.NewUnitOption(conf.SecUnit, "X-Berth-Template", t.Str),
+			unit.NewUnitOption(conf.SecUnit, "Requires", tu),
+			unit.NewUnitOption(conf.SecUnit, "After", tu))
 	}
 	dropIn, err := render(m, []string{conf.SecUnit, conf.SecService}, source)
 	if err != nil {

@@ -7,13 +7,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/berth-project/berth/conf"
 )
 
 // Recipe is what a template is built from.
@@ -135,4 +139,25 @@ func (r *Recipe) checkMirror(ctx context.Context) error {
 		return &RecipeError{"mirror", fmt.Sprintf("%s answered %s", url, resp.Status)}
 	}
 	return nil
+}
+
+// RecipeFromConfig reads templates/NAME.toml (with its drop-ins) from the
+// berth search path, for Create calls that give no recipe.
+func RecipeFromConfig(l *conf.Loader, name string) (Recipe, error) {
+	m, err := l.Load(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Recipe{}, &RecipeError{"recipe", fmt.Sprintf("none given, and no templates/%s.toml in %s",
+			name, strings.Join(conf.SearchDirs, ", "))}
+	} else if err != nil {
+		return Recipe{}, &RecipeError{"recipe", err.Error()}
+	}
+	str := func(key string) string { v, _ := m.Get(conf.SecTemplate, key); return v.Str }
+	list := func(key string) []string { v, _ := m.Get(conf.SecTemplate, key); return v.List }
+	r := Recipe{Suite: str("Suite"), Variant: str("Variant"), Include: list("Include"),
+		Architecture: str("Architecture"), Components: list("Components"), Mirror: str("Mirror"),
+		Bootstrapper: str("Bootstrapper")}
+	if r.Suite == "" {
+		return r, &RecipeError{"suite", m.Source + ": [Template] Suite is not set"}
+	}
+	return r, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
@@ -25,8 +26,10 @@ var Version = "0.1.0"
 // Server is one berthd.
 type Server struct {
 	Templates *template.Manager
-	Auth      Authorizer
-	Log       *syslog.Logger
+	// Config finds templates/NAME.toml recipes.
+	Config *conf.Loader
+	Auth   Authorizer
+	Log    *syslog.Logger
 	// Notify reports status to the service manager (sd_notify); may be nil.
 	Notify func(state string)
 

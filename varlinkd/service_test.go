@@ -12,6 +12,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/pool"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
@@ -36,6 +37,7 @@ func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 	}
 	srv, err := varlinkd.New(&varlinkd.Server{
 		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
+		Config:    &conf.Loader{Root: t.TempDir(), Schema: conf.Templates},
 		Auth:      auth, Log: syslog.New("berthd", io.Discard),
 	})
 	if err != nil {

@@ -76,8 +76,14 @@ func (t *templateIface) Create(ctx context.Context, c ioberthtemplate.VarlinkCal
 	if ok, err := t.authorize(ctx, &c, interactive); !ok {
 		return err
 	}
-	if recipe == nil {
-		return c.ReplyInvalidRecipe(ctx, "recipe", "no recipe given (templates/NAME.toml recipes are not supported yet)")
+	var r template.Recipe
+	if recipe != nil {
+		r = fromRecipe(recipe)
+	} else {
+		var err error
+		if r, err = template.RecipeFromConfig(t.s.Config, name); err != nil {
+			return replyTemplateError(ctx, &c, name, err)
+		}
 	}
 	done := t.s.operation("Building template " + name + "...")
 	defer done()
@@ -101,7 +107,7 @@ func (t *templateIface) Create(ctx context.Context, c ioberthtemplate.VarlinkCal
 			cancel()
 		}
 	}
-	info, err := t.s.Templates.Create(opCtx, name, fromRecipe(recipe), report)
+	info, err := t.s.Templates.Create(opCtx, name, r, report)
 	c.Continues = false
 	if err != nil {
 		t.s.Log.Infof("template %s: %v", name, err)

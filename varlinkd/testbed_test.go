@@ -15,7 +15,7 @@ func TestTemplatesOnSystemd(t *testing.T) {
 	script := `
 S=/run/berth/io.berth
 call() { varlinkctl call "$@"; }
-leftovers() { ls -A /var/lib/machines /var/lib/machines/.berth-bases 2>/dev/null | grep -F '.#'; }
+leftovers() { { ls -A /var/lib/machines | grep -F '.#berth-'; ls -A /var/lib/machines/.berth-bases 2>/dev/null | grep -F '.#'; } | grep .; }
 nothing_left() { ! leftovers && ! test -e /var/lib/machines/$1; }
 fails_with() { # fails_with ERROR ARGS... — the call fails, naming ERROR
 	local want=$1; shift
@@ -60,6 +60,14 @@ check cli-error-message sh -c "! berth template create y --suite bookworm --incl
 check exists-error fails_with 'io.berth.Template.TemplateExists' $S io.berth.Template.Create '{"name":"bw","recipe":{"suite":"bookworm"}}'
 check nothing-left nothing_left x
 
+# A machine naming a missing template: starting it builds the template from
+# templates/tmini.toml first (berth-template@tmini.service).
+check machine-waits-for-template systemctl start systemd-nspawn@m1.service
+check template-built-from-config test "$(machinectl show-image tmini -p ReadOnly --value)" = yes
+check machine-running systemctl is-active systemd-nspawn@m1.service
+check template-unit-done systemctl is-active berth-template@tmini.service
+check recipe-error-names-file fails_with '/etc/berth/templates/tbad.toml:2: unknown key \\"Suit\\"' $S io.berth.Template.Create '{"name":"tbad"}'
+
 # Kill berthd in the middle of a cold build: nothing is left once it runs again.
 call --more $S io.berth.Template.Create '{"name":"tx","recipe":{"suite":"trixie"}}' > /tmp/killed.json 2>&1 &
 wait_until 60 leftovers
@@ -76,7 +84,16 @@ check remove call $S io.berth.Template.Remove '{"name":"bw2"}'
 check removed sh -c "! machinectl list-images --no-legend | grep -q '^bw2 '"
 check idle-exit wait_until 60 sh -c "! systemctl is-active berthd.service"
 `
-	res := testbed.Boot(t, testbed.Scenario{Name: "templates", Script: script, Timeout: 8 * time.Minute})
+	res := testbed.Boot(t, testbed.Scenario{
+		Name: "templates", Script: script, Timeout: 8 * time.Minute,
+		Files: map[string]string{
+			"/etc/berth/templates/tmini.toml": "[Template]\nSuite = \"bookworm\"\n",
+			"/etc/berth/templates/tbad.toml":  "[Template]\nSuit = \"bookworm\"\n",
+			"/etc/berth/machines/m1.toml": "[Machine]\nTemplate = \"tmini\"\n[Exec]\nBoot = false\n" +
+				"Parameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nVirtualEthernet = false\n",
+		},
+		Prepare: func(root string) error { return testbed.BusyboxMachine(root, "m1") },
+	})
 	if strings.Contains(res.Output, "panic") {
 		t.Error(res.Output)
 	}

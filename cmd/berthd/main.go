@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/pool"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
@@ -51,7 +52,8 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 		log.Errorf("%v", err)
 	}
 	notify := func(state string) { daemon.SdNotify(false, state) }
-	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Auth: varlinkd.Polkit{}, Log: log, Notify: notify})
+	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Config: &conf.Loader{Schema: conf.Templates},
+		Auth: varlinkd.Polkit{}, Log: log, Notify: notify})
 	if err != nil {
 		return err
 	}
