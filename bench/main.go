@@ -20,15 +20,23 @@ import (
 )
 
 func main() {
-	runs := flag.Int("runs", 15, "timed runs per command")
+	runs := flag.Int("runs", 15, "timed runs per generator command")
+	only := flag.String("only", "", "run one benchmark: generator or templates")
 	flag.Parse()
-	if err := run(*runs); err != nil {
+	var err error
+	if *only == "" || *only == "generator" {
+		err = benchGeneratorAll(*runs)
+	}
+	if err == nil && (*only == "" || *only == "templates") {
+		err = benchTemplates()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int) error {
+func benchGeneratorAll(runs int) error {
 	ctx := context.Background()
 	pool, err := testbed.Open(ctx, os.Stderr)
 	if err != nil {

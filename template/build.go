@@ -85,6 +85,9 @@ func bootstrap(ctx context.Context, r *Recipe, target, debCache string, lo, hi i
 			// Keep what is downloaded: the cache is bound over the archive
 			// directory for the whole build and unmounted before cleanup.
 			"--skip=essential/unlink", "--skip=download/empty",
+			// Keep the package lists in the base: templates made from it
+			// install their packages without an apt-get update.
+			"--skip=cleanup/apt/lists",
 			"--setup-hook=mkdir -p " + archives + " && mount --bind " + shellQuote(debCache) + " " + archives,
 			"--customize-hook=umount " + archives,
 		}

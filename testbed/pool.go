@@ -214,3 +214,6 @@ func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
 	}
 	return btrfs.Delete(path)
 }
+
+// Dir is the pool's mount point.
+func (p *Pool) Dir() string { return p.mnt }

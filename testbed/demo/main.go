@@ -8,13 +8,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-project/berth/testbed"
 )
 
 const script = `
-wait_until 30 systemctl is-active systemd-nspawn@web.service
-show cat /etc/berth/machines/web.toml
+systemctl start berthd.socket
+# Starting the machine builds its template first (berth-template@bookworm).
+check web-started systemctl start systemd-nspawn@web.service
+show cat /etc/berth/templates/bookworm.toml
+show cat /etc/berth/machines/web.toml /etc/berth/machines/web.toml.d/10-template.toml
+show berth template list
+show machinectl list-images
+show berth template create bookworm-less --suite bookworm --include less
 show berth verify
 show cat /run/systemd/nspawn/web.nspawn
 show systemctl cat systemd-nspawn@web.service
@@ -51,10 +58,16 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	fmt.Println("== booting systemd with berth installed and /etc/berth/machines/web.toml")
+	fmt.Println("== booting systemd with berth installed, a template recipe and /etc/berth/machines/web.toml")
 	res, err := pool.Run(ctx, base, build, testbed.Scenario{
-		Name:   "demo",
-		Files:  map[string]string{"/etc/berth/machines/web.toml": string(example), "/srv/www/index.html": "hello from a berth machine\n"},
+		Name:    "demo",
+		Timeout: 10 * time.Minute,
+		Files: map[string]string{
+			"/etc/berth/machines/web.toml":                    string(example),
+			"/etc/berth/machines/web.toml.d/10-template.toml": "[Machine]\nTemplate = \"bookworm\"\n",
+			"/etc/berth/templates/bookworm.toml":              "[Template]\nSuite = \"bookworm\"\nVariant = \"minbase\"\n",
+			"/srv/www/index.html":                             "hello from a berth machine\n",
+		},
 		Script: script,
 		Prepare: func(root string) error {
 			return testbed.BusyboxMachine(root, "web")
@@ -67,5 +80,5 @@ func main() {
 	if f := res.Failed(); len(f) > 0 {
 		fail(fmt.Errorf("%s: %s", f[0].Name, f[0].Detail))
 	}
-	fmt.Println("== the machine ran from its TOML file; the testbed is gone again")
+	fmt.Println("== the template was built and the machine ran from its TOML file; the testbed is gone again")
 }
