@@ -35,20 +35,21 @@ var ErrExists = errors.New("already exists")
 
 // Pool is one pool directory.
 type Pool struct {
-	Dir   string
-	Btrfs bool
+	Dir string
 }
 
-// Open makes dir if needed and looks at its file system.
+// Open makes dir if needed.
 func Open(dir string) (*Pool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pool %s: %w", dir, err)
 	}
-	ok, err := btrfs.IsBtrfs(dir)
-	if err != nil {
-		return nil, fmt.Errorf("pool %s: %w", dir, err)
-	}
-	return &Pool{Dir: dir, Btrfs: ok}, nil
+	return &Pool{Dir: dir}, nil
+}
+
+// Btrfs reports whether the pool is on btrfs now (Init can change that).
+func (p *Pool) Btrfs() bool {
+	ok, _ := btrfs.IsBtrfs(p.Dir)
+	return ok
 }
 
 // Path is where the image called name lives.
@@ -75,7 +76,7 @@ func (p *Pool) TempPath(name string) string {
 // NewTree makes an empty tree at path: a subvolume on btrfs, else a
 // directory.
 func (p *Pool) NewTree(path string) error {
-	if p.Btrfs {
+	if p.Btrfs() {
 		return btrfs.Create(path)
 	}
 	if err := os.Mkdir(path, 0o755); err != nil {
@@ -88,7 +89,7 @@ func (p *Pool) NewTree(path string) error {
 // (instant, whatever the size), else a copy that reflinks where the file
 // system can.
 func (p *Pool) CopyTree(src, dst string) error {
-	if ok, _ := btrfs.IsSubvolume(src); ok && p.Btrfs {
+	if ok, _ := btrfs.IsSubvolume(src); ok && p.Btrfs() {
 		return btrfs.Snapshot(src, dst, false)
 	}
 	// cp -a --reflink=auto keeps ownership, modes, times, links, xattrs

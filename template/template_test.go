@@ -29,7 +29,7 @@ func TestCreateColdWarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !p.Btrfs {
+	if !p.Btrfs() {
 		t.Fatal("pool on btrfs not detected")
 	}
 	m := &template.Manager{Pool: p, CacheDir: filepath.Join(mnt, "cache")}

@@ -30,6 +30,9 @@ type Scenario struct {
 	Script string
 	// Timeout bounds the whole boot; default 3 minutes.
 	Timeout time.Duration
+	// LoopDevices lends the host's loop devices to the booted system, for
+	// scenarios that set up loopback file systems.
+	LoopDevices bool
 }
 
 // Check is one assertion the scenario made.
@@ -180,8 +183,14 @@ func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Resul
 		return nil, err
 	}
 	var console strings.Builder
-	cmd := exec.CommandContext(ctx, "systemd-nspawn", "-q", "-b", "-D", root, "-M", name,
-		"--register=no", "--keep-unit", "--console=passive")
+	args := []string{"-q", "-b", "-D", root, "-M", name, "--register=no", "--keep-unit", "--console=passive"}
+	if sc.LoopDevices {
+		loops, _ := filepath.Glob("/dev/loop*")
+		for _, l := range loops {
+			args = append(args, "--bind="+l)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "systemd-nspawn", args...)
 	cmd.Stdout = &console
 	cmd.Stderr = &console
 	cmd.WaitDelay = 10 * time.Second

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -47,6 +48,9 @@ func New(s *Server) (*Server, error) {
 		return nil, err
 	}
 	if err := svc.RegisterInterface(ioberthtemplate.VarlinkNew(&templateIface{s})); err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(ioberthpool.VarlinkNew(&poolIface{s})); err != nil {
 		return nil, err
 	}
 	s.svc = svc

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
 	"github.com/berth-project/berth/varlinkd"
+	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -113,6 +114,31 @@ func TestEveryMethodAnswers(t *testing.T) {
 	}
 }
 
+func TestEveryPoolMethodAnswers(t *testing.T) {
+	c := connect(t, varlinkd.Polkit{})
+	ctx := context.Background()
+	path, isBtrfs, _, err := ioberthpool.Show().Call(ctx, c)
+	if err != nil || path == "" {
+		t.Errorf("Show: %q %v %v", path, isBtrfs, err)
+	}
+	recv, err := ioberthpool.ListCache().Send(ctx, c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var empty *ioberthpool.CacheEmpty
+	if _, _, err := recv(ctx); !errors.As(err, &empty) {
+		t.Errorf("ListCache of an empty cache: %v", err)
+	}
+	if freed, err := ioberthpool.CleanCache().Call(ctx, c, nil); err != nil || freed != 0 {
+		t.Errorf("CleanCache: %d %v", freed, err)
+	}
+	_, _, _, err = ioberthpool.Init().Call(ctx, c, 1, nil, nil)
+	var pu *ioberthpool.PoolUnusable
+	if !errors.As(err, &pu) || !strings.Contains(pu.Reason, "too small") {
+		t.Errorf("Init with a tiny size: %v", err)
+	}
+}
+
 func TestRefusedCallerChangesNothing(t *testing.T) {
 	c := connect(t, denyAll{})
 	ctx := context.Background()
@@ -123,6 +149,13 @@ func TestRefusedCallerChangesNothing(t *testing.T) {
 	}
 	if err := ioberthtemplate.Remove().Call(ctx, c, "x", nil); !errors.As(err, &pd) {
 		t.Errorf("Remove: %v", err)
+	}
+	var ppd *ioberthpool.PermissionDenied
+	if _, err := ioberthpool.CleanCache().Call(ctx, c, nil); !errors.As(err, &ppd) || ppd.Action != varlinkd.ActionManagePool {
+		t.Errorf("CleanCache: %v", err)
+	}
+	if _, _, _, err := ioberthpool.Init().Call(ctx, c, 1<<30, nil, nil); !errors.As(err, &ppd) {
+		t.Errorf("Init: %v", err)
 	}
 	// Reading stays open to everyone.
 	var nst *ioberthtemplate.NoSuchTemplate

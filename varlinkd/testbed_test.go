@@ -98,3 +98,38 @@ check idle-exit wait_until 60 sh -c "! systemctl is-active berthd.service"
 		t.Error(res.Output)
 	}
 }
+
+// TestPoolAndCacheOnSystemd proves berth pool init (a loopback btrfs
+// mounted by an enabled mount unit) and berth cache list/clean on a real
+// systemd.
+func TestPoolAndCacheOnSystemd(t *testing.T) {
+	script := `
+# The testbed's own root is btrfs: put this pool on a tmpfs instead.
+mount -t tmpfs -o mode=0755 scratch /srv
+mkdir -p /srv/pool/machines
+systemctl start berthd.socket
+check pool-not-btrfs-yet sh -c "berth pool show | grep -q 'btrfs: false'"
+check init-refuses-nonempty sh -c "mkdir /srv/pool/machines/x && ! berth pool init --size 2G 2>/tmp/err && grep -q 'not empty' /tmp/err && rmdir /srv/pool/machines/x"
+check nobody-refused sh -c "! runuser -u nobody -- berth pool init --size 2G 2>/tmp/err && grep -q 'io.berth.manage-pool' /tmp/err"
+check pool-init berth pool init --size 2G
+check pool-is-btrfs sh -c "berth pool show | grep -q 'btrfs: true'"
+check pool-image sh -c "berth pool show | grep -q 'Image: /srv/pool/machines.raw'"
+check mount-unit-enabled test "$(systemctl is-enabled srv-pool-machines.mount)" = enabled
+check mount-unit-active systemctl is-active srv-pool-machines.mount
+check findmnt sh -c "findmnt -n -o FSTYPE /srv/pool/machines | grep -qx btrfs"
+check init-twice-refused sh -c "! berth pool init --size 2G 2>/tmp/err && grep -q 'already on btrfs' /tmp/err"
+
+check template-on-new-pool berth template create bw --suite bookworm
+check template-is-subvolume sh -c "berth template list | grep -E '^bw +bookworm +minbase +subvolume +true'"
+check cache-list sh -c "berth cache list | grep -E '^packages +bookworm-amd64'"
+check cache-list-base sh -c "berth cache list | grep -E '^base +bookworm-amd64-minbase'"
+check nobody-clean-refused sh -c "! runuser -u nobody -- berth cache clean"
+check cache-clean sh -c "berth cache clean | grep -q 'freed'"
+check cache-empty sh -c "test -z \"$(berth cache list --json | grep -v '^null$')\""
+check template-survives-clean test -d /srv/pool/machines/bw/usr
+`
+	testbed.Boot(t, testbed.Scenario{Name: "pool", Script: script, Timeout: 6 * time.Minute, LoopDevices: true,
+		Files: map[string]string{
+			"/etc/systemd/system/berthd.service.d/pool.conf": "[Service]\nExecStart=\nExecStart=/usr/libexec/berth/berthd --pool /srv/pool/machines\n",
+		}})
+}

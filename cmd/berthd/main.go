@@ -44,7 +44,7 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if !p.Btrfs {
+	if !p.Btrfs() {
 		log.Warningf("%s is not on btrfs: templates are plain directories and clones are copies", poolDir)
 	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}

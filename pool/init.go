@@ -1,0 +1,150 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	"github.com/coreos/go-systemd/v22/unit"
+	"golang.org/x/sys/unix"
+)
+
+// UnitDir is where Init writes the pool's mount unit: an admin's unit.
+const UnitDir = "/etc/systemd/system"
+
+// Init makes the pool a loopback btrfs: a sparse image of size bytes,
+// formatted, mounted on the pool by a mount unit that is enabled for boot.
+// The pool must be empty and not on btrfs already. Anything Init made is
+// removed again if a later step fails.
+func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName string, err error) {
+	if p.Btrfs() {
+		return "", fmt.Errorf("%s is already on btrfs", p.Dir)
+	}
+	var st, parent unix.Stat_t
+	if unix.Stat(p.Dir, &st) == nil && unix.Stat(filepath.Dir(p.Dir), &parent) == nil && st.Dev != parent.Dev {
+		return "", fmt.Errorf("%s is a mount point of another file system; unmount it first", p.Dir)
+	}
+	if ents, _ := os.ReadDir(p.Dir); len(ents) > 0 {
+		return "", fmt.Errorf("%s is not empty (%d entries); move its images elsewhere first", p.Dir, len(ents))
+	}
+	if size < 256<<20 {
+		return "", fmt.Errorf("size %d is too small for a btrfs pool (at least 256M)", size)
+	}
+	if image == "" {
+		image = strings.TrimRight(p.Dir, "/") + ".raw"
+	}
+	if !filepath.IsAbs(image) {
+		return "", fmt.Errorf("image %q is not an absolute path", image)
+	}
+	if _, err := os.Lstat(image); err == nil {
+		return "", fmt.Errorf("%s already exists", image)
+	}
+	unitName = unit.UnitNamePathEscape(p.Dir) + ".mount"
+	unitPath := filepath.Join(UnitDir, unitName)
+	if _, err := os.Lstat(unitPath); err == nil {
+		return "", fmt.Errorf("%s already exists", unitPath)
+	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	// truncate -s SIZE IMAGE; mkfs.btrfs IMAGE
+	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", image, err)
+	}
+	undo = append(undo, func() { os.Remove(image) })
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("size %s: %w", image, err)
+	}
+	if out, err := exec.CommandContext(ctx, "mkfs.btrfs", "-q", "-L", "berth-pool", image).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("mkfs.btrfs %s: %w: %s", image, err, strings.TrimSpace(string(out)))
+	}
+
+	content := fmt.Sprintf(`# Written by berth pool init.
+[Unit]
+Description=berth machine pool %s
+
+[Mount]
+What=%s
+Where=%s
+Type=btrfs
+Options=loop
+
+[Install]
+WantedBy=local-fs.target
+`, p.Dir, image, p.Dir)
+	if err := os.WriteFile(unitPath, []byte(content), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", unitPath, err)
+	}
+	undo = append(undo, func() { os.Remove(unitPath) })
+
+	conn, err := sddbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connect to systemd: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.ReloadContext(ctx); err != nil {
+		return "", fmt.Errorf("daemon-reload: %w", err)
+	}
+	// systemctl enable --now UNIT
+	if _, _, err := conn.EnableUnitFilesContext(ctx, []string{unitName}, false, true); err != nil {
+		return "", fmt.Errorf("enable %s: %w", unitName, err)
+	}
+	undo = append(undo, func() { conn.DisableUnitFilesContext(context.Background(), []string{unitName}, false) })
+	done := make(chan string, 1)
+	if _, err := conn.StartUnitContext(ctx, unitName, "replace", done); err != nil {
+		return "", fmt.Errorf("start %s: %w", unitName, err)
+	}
+	if res := <-done; res != "done" {
+		return "", fmt.Errorf("start %s: %s (see journalctl -u %s)", unitName, res, unitName)
+	}
+	if !p.Btrfs() {
+		return "", errors.New("the pool is still not on btrfs after mounting")
+	}
+	return unitName, nil
+}
+
+// Image returns the loopback image backing the pool, or "".
+func (p *Pool) Image() string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	dev := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - FSTYPE SOURCE SUPER
+		if len(f) < 10 || unescapeMount(f[4]) != p.Dir {
+			continue
+		}
+		for i := 6; i < len(f)-2; i++ {
+			if f[i] == "-" {
+				dev = f[i+2]
+			}
+		}
+	}
+	loop, ok := strings.CutPrefix(dev, "/dev/")
+	if !ok || !strings.HasPrefix(loop, "loop") {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join("/sys/block", loop, "loop/backing_file"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,84 @@
+package template
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// CacheEntry is one thing kept to make builds faster.
+type CacheEntry struct {
+	Kind  string // "packages" or "base"
+	Name  string
+	Path  string
+	Size  int64
+	Files int
+}
+
+// Cache lists the package caches and the base trees.
+func (m *Manager) Cache() ([]CacheEntry, error) {
+	var out []CacheEntry
+	debs, _ := os.ReadDir(filepath.Join(m.CacheDir, "debs"))
+	for _, d := range debs {
+		p := filepath.Join(m.CacheDir, "debs", d.Name())
+		size, files := du(p)
+		out = append(out, CacheEntry{Kind: "packages", Name: d.Name(), Path: p, Size: size, Files: files})
+	}
+	bases, _ := os.ReadDir(m.baseDir())
+	for _, b := range bases {
+		if b.Name()[0] == '.' {
+			continue // a build in progress
+		}
+		p := filepath.Join(m.baseDir(), b.Name())
+		size, _ := du(p)
+		out = append(out, CacheEntry{Kind: "base", Name: b.Name(), Path: p, Size: size})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].Name < out[j].Kind+out[j].Name })
+	return out, nil
+}
+
+// CleanCache deletes the package caches and the base trees, returning the
+// bytes freed. It refuses while any build runs.
+func (m *Manager) CleanCache() (int64, error) {
+	m.mu.Lock()
+	building := len(m.busy) > 0
+	if !building {
+		if m.busy == nil {
+			m.busy = map[string]bool{}
+		}
+		m.busy[".clean"] = true
+	}
+	m.mu.Unlock()
+	if building {
+		return 0, ErrBusy
+	}
+	defer func() { m.mu.Lock(); delete(m.busy, ".clean"); m.mu.Unlock() }()
+	entries, err := m.Cache()
+	if err != nil {
+		return 0, err
+	}
+	var freed int64
+	for _, e := range entries {
+		if err := m.Pool.RemoveTree(e.Path); err != nil {
+			return freed, fmt.Errorf("clean %s: %w", e.Path, err)
+		}
+		freed += e.Size
+	}
+	return freed, nil
+}
+
+// du sums the sizes of regular files below p.
+func du(p string) (size int64, files int) {
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+				files++
+			}
+		}
+		return nil
+	})
+	return size, files
+}
