@@ -108,7 +108,7 @@ func (schema *Schema) Parse(path string, src []byte) (*File, error) {
 type parser struct {
 	schema *Schema
 	file   *File
-	errs Errors
+	errs   Errors
 }
 
 // errorf records an error at the line of path (a section, or section and key).
