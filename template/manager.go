@@ -146,6 +146,9 @@ func (m *Manager) Create(ctx context.Context, name string, r Recipe, report func
 			return nil, err
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	report(Progress{Phase: "finish", Percent: 92, Message: "making the tree vanilla and read-only"})
 	info := &Info{Name: name, Created: time.Now().UTC().Truncate(time.Second), Recipe: r}
 	if info.Packages, err = packages(tmp); err != nil {
@@ -155,6 +158,9 @@ func (m *Manager) Create(ctx context.Context, name string, r Recipe, report func
 		return nil, err
 	}
 	if err := m.Pool.SetReadOnly(tmp, true); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := m.Pool.Commit(tmp, name); err != nil {

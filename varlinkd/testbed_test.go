@@ -68,6 +68,29 @@ check machine-running systemctl is-active systemd-nspawn@m1.service
 check template-unit-done systemctl is-active berth-template@tmini.service
 check recipe-error-names-file fails_with '/etc/berth/templates/tbad.toml:2: unknown key \\"Suit\\"' $S io.berth.Template.Create '{"name":"tbad"}'
 
+# Two creates of one name at once: one wins, the other is told why.
+call --more $S io.berth.Template.Create '{"name":"twin","recipe":{"suite":"bookworm","include":["less"]}}' > /tmp/twin1 2>&1 &
+call --more $S io.berth.Template.Create '{"name":"twin","recipe":{"suite":"bookworm","include":["less"]}}' > /tmp/twin2 2>&1 &
+wait
+check concurrent-one-wins sh -c "cat /tmp/twin1 /tmp/twin2 | grep -Eq '\"readOnly\" ?: ?true' && cat /tmp/twin1 /tmp/twin2 | grep -Eq 'io.berth.Template.(Busy|TemplateExists)'"
+check concurrent-left-one-template test "$(machinectl list-images --no-legend | grep -c '^twin ')" = 1
+
+# The caller hangs up: the build is cancelled and cleaned up...
+varlinkctl call --more $S io.berth.Template.Create '{"name":"gone","recipe":{"suite":"trixie","variant":"essential"}}' > /dev/null 2>&1 &
+client=$!
+wait_until 30 leftovers
+check status-text-while-building sh -c "systemctl show -P StatusText berthd.service | grep -q 'Building template gone'"
+kill $client
+check hangup-cancels wait_until 30 nothing_left gone
+check hangup-logged sh -c "journalctl -u berthd.service | grep -q 'template gone: context canceled'"
+# ...unless it was asked to run in the background.
+varlinkctl call --more $S io.berth.Template.Create '{"name":"bg","background":true,"recipe":{"suite":"bookworm","include":["less"]}}' > /dev/null 2>&1 &
+client=$!
+wait_until 30 leftovers
+kill $client
+check background-survives-hangup wait_until 120 test -d /var/lib/machines/bg/usr
+check background-left-nothing-else wait_until 10 nothing_left gone
+
 # Kill berthd in the middle of a cold build: nothing is left once it runs again.
 call --more $S io.berth.Template.Create '{"name":"tx","recipe":{"suite":"trixie"}}' > /tmp/killed.json 2>&1 &
 wait_until 60 leftovers
