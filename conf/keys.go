@@ -173,6 +173,17 @@ var Templates = newSchema("template", "templates", "templates.d", []*Section{
 	}},
 })
 
+// Settings is the schema of berth.toml, berth's own settings, found as
+// berth.toml (and berth.toml.d/*.toml) in the search dirs.
+var Settings = newSchema("settings", ".", "", []*Section{
+	{Name: "Pool", Keys: []KeyDef{
+		{Name: "Directory", Kind: String, Check: checkAbsPath},
+	}},
+	{Name: "Cache", Keys: []KeyDef{
+		{Name: "Directory", Kind: String, Check: checkAbsPath},
+	}},
+})
+
 // machineSections is the schema of a machine file. [Exec], [Files] and
 // [Network] mirror systemd.nspawn(5) of systemd 257; [Unit] and [Service]
 // feed the systemd-nspawn@NAME.service drop-in; [Machine] holds berth's own

@@ -110,11 +110,15 @@ func (sc *Scan) Load(i int) Result {
 // Close releases the directories the scan holds open.
 func (sc *Scan) Close() { sc.idx.close() }
 
-// Load loads the machine called name.
+// Load loads the machine (or template) called name.
 func (l *Loader) Load(name string) (*Machine, error) {
 	if err := ValidateMachineName(name); err != nil {
 		return nil, err
 	}
+	return l.load1(name)
+}
+
+func (l *Loader) load1(name string) (*Machine, error) {
 	idx := l.scan()
 	defer idx.close()
 	e, ok := idx.main[name]
@@ -176,6 +180,9 @@ func (l *Loader) scan() *index {
 					idx.main[name] = e
 				}
 			}
+		}
+		if l.schema().AllDropIns == "" {
+			continue
 		}
 		for _, e := range l.readDir(filepath.Join(d, l.schema().AllDropIns)) {
 			if strings.HasSuffix(e.base, suffix) {

@@ -119,3 +119,22 @@ func TestMergeConflict(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestLoadSettings(t *testing.T) {
+	l := &Loader{Root: tree(t, map[string]string{})}
+	if p, c, err := l.LoadSettings("/var/lib/machines", "/var/cache/berth"); err != nil || p != "/var/lib/machines" || c != "/var/cache/berth" {
+		t.Errorf("defaults: %s %s %v", p, c, err)
+	}
+	l.Root = tree(t, map[string]string{
+		"/usr/lib/berth/berth.toml":          "[Pool]\nDirectory = \"/srv/machines\"\n",
+		"/etc/berth/berth.toml.d/cache.toml": "[Cache]\nDirectory = \"/srv/cache\"\n",
+		"/etc/berth/machines/web.toml":       "[Exec]\nBoot = true\n",
+	})
+	if p, c, err := l.LoadSettings("/var/lib/machines", "/var/cache/berth"); err != nil || p != "/srv/machines" || c != "/srv/cache" {
+		t.Errorf("configured: %s %s %v", p, c, err)
+	}
+	l.Root = tree(t, map[string]string{"/etc/berth/berth.toml": "[Pool]\nDirectory = \"relative\"\n"})
+	if _, _, err := l.LoadSettings("/a", "/b"); err == nil || !strings.Contains(err.Error(), `/etc/berth/berth.toml:2: [Pool] Directory: "relative" is not an absolute path`) {
+		t.Errorf("bad: %v", err)
+	}
+}

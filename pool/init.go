@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -113,10 +112,34 @@ WantedBy=local-fs.target
 	if res := <-done; res != "done" {
 		return "", fmt.Errorf("start %s: %s (see journalctl -u %s)", unitName, res, unitName)
 	}
-	if !p.Btrfs() {
-		return "", errors.New("the pool is still not on btrfs after mounting")
+	// Look with PID 1's eyes: berthd's own mount namespace may only see
+	// the new mount once it is restarted.
+	if fstype := hostFSType(p.Dir); fstype != "btrfs" {
+		return "", fmt.Errorf("%s mounted %q, not btrfs, on %s", unitName, fstype, p.Dir)
 	}
 	return unitName, nil
+}
+
+// hostFSType is the type of the file system mounted on dir in PID 1's
+// mount namespace, or "".
+func hostFSType(dir string) string {
+	data, err := os.ReadFile("/proc/1/mountinfo")
+	if err != nil {
+		return ""
+	}
+	fstype := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || unescapeMount(f[4]) != dir {
+			continue
+		}
+		for i := 6; i < len(f)-1; i++ {
+			if f[i] == "-" {
+				fstype = f[i+1] // the last mount on dir is the visible one
+			}
+		}
+	}
+	return fstype
 }
 
 // Image returns the loopback image backing the pool, or "".

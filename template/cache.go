@@ -66,6 +66,7 @@ func (m *Manager) CleanCache() (int64, error) {
 		}
 		freed += e.Size
 	}
+	os.Remove(m.baseDir()) // only if empty: a build may have started since
 	return freed, nil
 }
 

@@ -48,8 +48,16 @@ func (p *poolIface) Init(ctx context.Context, c ioberthpool.VarlinkCall, size in
 	if err != nil {
 		return c.ReplyPoolUnusable(ctx, p.s.Templates.Pool.Dir, err.Error())
 	}
-	p.s.Log.Infof("pool %s is now a loopback btrfs (%s)", p.s.Templates.Pool.Dir, unitName)
-	return c.ReplyInit(ctx, p.s.Templates.Pool.Dir, p.s.Templates.Pool.Image(), unitName)
+	p.s.Log.Infof("pool %s is now a loopback btrfs (%s); restarting to see it", p.s.Templates.Pool.Dir, unitName)
+	// berthd's private mount namespace may not show the new mount.
+	p.s.exitSoon()
+	img = p.s.Templates.Pool.Image()
+	if img == "" && image != nil {
+		img = *image
+	} else if img == "" {
+		img = p.s.Templates.Pool.Dir + ".raw"
+	}
+	return c.ReplyInit(ctx, p.s.Templates.Pool.Dir, img, unitName)
 }
 
 func (p *poolIface) ListCache(ctx context.Context, c ioberthpool.VarlinkCall) error {

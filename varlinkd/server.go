@@ -39,6 +39,10 @@ type Server struct {
 	ops   atomic.Int64 // running operations, background ones included
 	wg    sync.WaitGroup
 	base  context.Context // outlives connections: background operations
+	// stopAccept closes the listener; the socket itself stays with systemd,
+	// which hands calls that arrive meanwhile to the next berthd.
+	stopAccept func()
+	stopping   atomic.Bool
 }
 
 // New registers the interfaces.
@@ -65,6 +69,17 @@ func New(s *Server) (*Server, error) {
 // a clean exit: the socket unit starts berthd again on the next call.
 func (s *Server) Serve(ctx context.Context, l net.Listener, idle time.Duration) error {
 	s.base = ctx
+	var once sync.Once
+	s.stopAccept = func() { once.Do(func() { s.stopping.Store(true); l.Close() }) }
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.stopAccept()
+		case <-stopped:
+		}
+	}()
 	ul, _ := l.(*net.UnixListener)
 	for {
 		if idle > 0 && ul != nil {
@@ -81,7 +96,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, idle time.Duration) 
 				}
 				continue
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || s.stopping.Load() {
 				s.wg.Wait()
 				return nil
 			}
@@ -103,6 +118,15 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 		s.base = ctx
 	}
 	s.svc.ServeConn(ctx, conn)
+}
+
+// exitSoon stops accepting calls at once and lets Serve return when the
+// open connections are done, so that the socket starts a fresh berthd (and
+// mount namespace) for the next call.
+func (s *Server) exitSoon() {
+	if s.stopAccept != nil {
+		s.stopAccept()
+	}
 }
 
 // operation marks a long operation as running for idle tracking and status.

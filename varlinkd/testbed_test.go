@@ -132,6 +132,11 @@ mount -t tmpfs -o mode=0755 scratch /srv
 mkdir -p /srv/pool/machines
 systemctl start berthd.socket
 check pool-not-btrfs-yet sh -c "berth pool show | grep -q 'btrfs: false'"
+# Off btrfs, templates are plain directories and nothing breaks.
+check template-off-btrfs berth template create plain --suite bookworm
+check template-is-directory sh -c "berth template list | grep -E '^plain +bookworm +minbase +directory +false'"
+check remove-plain berth template remove plain
+check clean-plain-cache berth cache clean
 check init-refuses-nonempty sh -c "mkdir /srv/pool/machines/x && ! berth pool init --size 2G 2>/tmp/err && grep -q 'not empty' /tmp/err && rmdir /srv/pool/machines/x"
 check nobody-refused sh -c "! runuser -u nobody -- berth pool init --size 2G 2>/tmp/err && grep -q 'io.berth.manage-pool' /tmp/err"
 check pool-init berth pool init --size 2G

@@ -24,8 +24,8 @@ import (
 
 func main() {
 	listen := flag.String("listen", "", "listen on this unix socket `PATH` instead of the socket systemd passes")
-	poolDir := flag.String("pool", pool.DefaultDir, "machine pool `DIR`")
-	cacheDir := flag.String("cache", template.DefaultCacheDir, "package cache `DIR`")
+	poolDir := flag.String("pool", "", "machine pool `DIR` (default: [Pool] Directory in berth.toml, else "+pool.DefaultDir+")")
+	cacheDir := flag.String("cache", "", "package cache `DIR` (default: [Cache] Directory in berth.toml, else "+template.DefaultCacheDir+")")
 	idle := flag.Duration("idle", 20*time.Second, "exit after this long without calls or operations (0: never)")
 	flag.Parse()
 	if err := run(*listen, *poolDir, *cacheDir, *idle); err != nil {
@@ -36,6 +36,16 @@ func main() {
 
 func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	log := syslog.New("berthd", os.Stderr)
+	confPool, confCache, err := (&conf.Loader{}).LoadSettings(pool.DefaultDir, template.DefaultCacheDir)
+	if err != nil {
+		return err
+	}
+	if poolDir == "" {
+		poolDir = confPool
+	}
+	if cacheDir == "" {
+		cacheDir = confCache
+	}
 	l, err := listener(listen)
 	if err != nil {
 		return err
@@ -59,7 +69,6 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go func() { <-ctx.Done(); l.Close() }()
 	notify(daemon.SdNotifyReady + "\nSTATUS=Idle.")
 	err = srv.Serve(ctx, l, idle)
 	notify(daemon.SdNotifyStopping)
