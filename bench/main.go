@@ -91,19 +91,6 @@ func median(ds []time.Duration) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
-const machineTOML = `[Machine]
-Enable = true
-[Exec]
-Boot = false
-Parameters = ["/usr/sbin/nginx", "-g", "daemon off;"]
-Environment = { TZ = "UTC" }
-[Files]
-BindReadOnly = ["/srv/www:/var/www"]
-[Network]
-VirtualEthernet = false
-[Service]
-MemoryMax = "512M"
-`
 
 // The same machine as a Quadlet container.
 const containerUnit = `[Container]
@@ -143,6 +130,15 @@ func benchGenerator(root string, runs int) error {
 		}
 		return nil
 	}
+	src, err := testbed.SourceRoot()
+	if err != nil {
+		return err
+	}
+	tomlBytes, err := os.ReadFile(filepath.Join(src, "bench/machine.toml"))
+	if err != nil {
+		return err
+	}
+	machineTOML := string(tomlBytes)
 	if err := write("berth1000/etc/berth/machines", "m%04d.toml", machineTOML, 1000); err != nil {
 		return err
 	}

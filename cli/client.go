@@ -120,3 +120,37 @@ func (p *progress) done() {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
 }
+
+// withBerthd dials berthd, runs f, and turns any error into a message and
+// exit code.
+func (e *env) withBerthd(f func(ctx context.Context, c *varlink.Connection) error) int {
+	ctx := context.Background()
+	c, err := dial(ctx)
+	if err != nil {
+		return e.fail(err)
+	}
+	defer c.Close()
+	if err := f(ctx, c); err != nil {
+		return e.fail(err)
+	}
+	return exitOK
+}
+
+// collect reads the replies of a 'more' call; an error empty accepts means
+// there is nothing to list.
+func collect[T any](ctx context.Context, recv func(context.Context) (T, uint64, error), empty func(error) bool) ([]T, error) {
+	all := []T{}
+	for {
+		v, flags, err := recv(ctx)
+		if err != nil {
+			if empty(err) {
+				return all, nil
+			}
+			return nil, err
+		}
+		all = append(all, v)
+		if flags&varlink.Continues == 0 {
+			return all, nil
+		}
+	}
+}

@@ -63,38 +63,36 @@ func poolCmd(e *env, args []string) int {
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
-	ctx := context.Background()
-	c, err := dial(ctx)
-	if err != nil {
-		return e.fail(err)
-	}
-	defer c.Close()
 	if args[0] == "show" {
-		path, isBtrfs, img, err := ioberthpool.Show().Call(ctx, c)
-		if err != nil {
-			return e.fail(err)
-		}
-		fmt.Fprintf(e.stdout, "Pool: %s\nbtrfs: %v\n", path, isBtrfs)
-		if img != nil {
-			fmt.Fprintf(e.stdout, "Image: %s\n", *img)
-		}
-		if !isBtrfs {
-			fmt.Fprintln(e.stdout, "Templates are plain directories and clones are full copies; berth pool init --size 20G makes the pool a loopback btrfs.")
-		}
-		return exitOK
+		return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+			path, isBtrfs, img, err := ioberthpool.Show().Call(ctx, c)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Pool: %s\nbtrfs: %v\n", path, isBtrfs)
+			if img != nil {
+				fmt.Fprintf(e.stdout, "Image: %s\n", *img)
+			}
+			if !isBtrfs {
+				fmt.Fprintln(e.stdout, "Templates are plain directories and clones are full copies; berth pool init --size 20G makes the pool a loopback btrfs.")
+			}
+			return nil
+		})
 	}
 	bytes, err := parseSize(*size)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "berth: pool init needs --size:", err)
 		return exitUsage
 	}
-	interactive := isTerminal(os.Stdin)
-	path, img, unit, err := ioberthpool.Init().Call(ctx, c, bytes, optional(*image), &interactive)
-	if err != nil {
-		return e.fail(err)
-	}
-	fmt.Fprintf(e.stdout, "%s is now a btrfs file system in %s, mounted by %s (enabled for boot)\n", path, img, unit)
-	return exitOK
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		interactive := isTerminal(os.Stdin)
+		path, img, unit, err := ioberthpool.Init().Call(ctx, c, bytes, optional(*image), &interactive)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s is now a btrfs file system in %s, mounted by %s (enabled for boot)\n", path, img, unit)
+		return nil
+	})
 }
 
 func cacheCmd(e *env, args []string) int {
@@ -107,52 +105,42 @@ func cacheCmd(e *env, args []string) int {
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
-	ctx := context.Background()
-	c, err := dial(ctx)
-	if err != nil {
-		return e.fail(err)
-	}
-	defer c.Close()
 	if args[0] == "clean" {
-		interactive := isTerminal(os.Stdin)
-		freed, err := ioberthpool.CleanCache().Call(ctx, c, &interactive)
+		return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+			interactive := isTerminal(os.Stdin)
+			freed, err := ioberthpool.CleanCache().Call(ctx, c, &interactive)
+			if err == nil {
+				fmt.Fprintf(e.stdout, "freed %.1f MB\n", float64(freed)/1e6)
+			}
+			return err
+		})
+	}
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		recv, err := ioberthpool.ListCache().Send(ctx, c, varlink.More)
 		if err != nil {
-			return e.fail(err)
+			return err
 		}
-		fmt.Fprintf(e.stdout, "freed %.1f MB\n", float64(freed)/1e6)
-		return exitOK
-	}
-	recv, err := ioberthpool.ListCache().Send(ctx, c, varlink.More)
-	if err != nil {
-		return e.fail(err)
-	}
-	var all []ioberthpool.CacheEntry
-	for {
-		entry, flags, err := recv(ctx)
-		var empty *ioberthpool.CacheEmpty
-		if errors.As(err, &empty) {
-			break
-		} else if err != nil {
-			return e.fail(err)
+		all, err := collect(ctx, recv, func(err error) bool {
+			var empty *ioberthpool.CacheEmpty
+			return errors.As(err, &empty)
+		})
+		if err != nil {
+			return err
 		}
-		all = append(all, entry)
-		if flags&varlink.Continues == 0 {
-			break
+		if *asJSON {
+			printJSON(e.stdout, all)
+			return nil
 		}
-	}
-	if *asJSON {
-		printJSON(e.stdout, all)
-		return exitOK
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tNAME\tSIZE\tFILES\tPATH")
-	for _, x := range all {
-		files := ""
-		if x.Files != nil {
-			files = strconv.FormatInt(*x.Files, 10)
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tNAME\tSIZE\tFILES\tPATH")
+		for _, x := range all {
+			files := ""
+			if x.Files != nil {
+				files = strconv.FormatInt(*x.Files, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\t%s\n", x.Kind, x.Name, float64(x.Size)/1e6, files, x.Path)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\t%s\n", x.Kind, x.Name, float64(x.Size)/1e6, files, x.Path)
-	}
-	tw.Flush()
-	return exitOK
+		tw.Flush()
+		return nil
+	})
 }

@@ -150,46 +150,35 @@ func templateList(e *env, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	ctx := context.Background()
-	c, err := dial(ctx)
-	if err != nil {
-		return e.fail(err)
-	}
-	defer c.Close()
-	recv, err := ioberthtemplate.List().Send(ctx, c, varlink.More)
-	if err != nil {
-		return e.fail(err)
-	}
-	var all []ioberthtemplate.TemplateInfo
-	for {
-		t, flags, err := recv(ctx)
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		recv, err := ioberthtemplate.List().Send(ctx, c, varlink.More)
 		if err != nil {
-			if strings.Contains(explain(err), "no templates") {
-				break
+			return err
+		}
+		all, err := collect(ctx, recv, func(err error) bool {
+			var nst *ioberthtemplate.NoSuchTemplate
+			return errors.As(err, &nst) && nst.Name == ""
+		})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			printJSON(e.stdout, all)
+			return nil
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSUITE\tVARIANT\tTYPE\tRO\tCREATED")
+		for _, t := range all {
+			created := ""
+			if t.CreationTimestamp != nil {
+				created = time.UnixMicro(*t.CreationTimestamp).Format(time.DateTime)
 			}
-			return e.fail(err)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", t.Name, t.Recipe.Suite, deref(t.Recipe.Variant), t.Type, t.ReadOnly, created)
 		}
-		all = append(all, t)
-		if flags&varlink.Continues == 0 {
-			break
-		}
-	}
-	if *asJSON {
-		printJSON(e.stdout, all)
-		return exitOK
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSUITE\tVARIANT\tTYPE\tRO\tCREATED")
-	for _, t := range all {
-		created := ""
-		if t.CreationTimestamp != nil {
-			created = time.UnixMicro(*t.CreationTimestamp).Format(time.DateTime)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", t.Name, t.Recipe.Suite, deref(t.Recipe.Variant), t.Type, t.ReadOnly, created)
-	}
-	tw.Flush()
-	fmt.Fprintf(e.stdout, "\n%d templates listed.\n", len(all))
-	return exitOK
+		tw.Flush()
+		fmt.Fprintf(e.stdout, "\n%d templates listed.\n", len(all))
+		return nil
+	})
 }
 
 func deref(p *string) string {
@@ -206,30 +195,26 @@ func templateShow(e *env, args []string) int {
 	if !ok {
 		return exitUsage
 	}
-	ctx := context.Background()
-	c, err := dial(ctx)
-	if err != nil {
-		return e.fail(err)
-	}
-	defer c.Close()
-	t, err := ioberthtemplate.Show().Call(ctx, c, name)
-	if err != nil {
-		return e.fail(err)
-	}
-	if *asJSON {
-		printJSON(e.stdout, t)
-		return exitOK
-	}
-	fmt.Fprintf(e.stdout, "Name: %s\nPath: %s\nType: %s\nRead-only: %v\nSuite: %s\nVariant: %s\nArchitecture: %s\nInclude: %s\nMirror: %s\nBootstrapper: %s\n",
-		t.Name, t.Path, t.Type, t.ReadOnly, t.Recipe.Suite, deref(t.Recipe.Variant), deref(t.Recipe.Architecture),
-		strings.Join(derefList(t.Recipe.Include), ","), deref(t.Recipe.Mirror), deref(t.Recipe.Bootstrapper))
-	if t.Packages != nil {
-		fmt.Fprintf(e.stdout, "Packages: %d\n", len(*t.Packages))
-		for _, p := range *t.Packages {
-			fmt.Fprintf(e.stdout, "  %s\n", p)
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		t, err := ioberthtemplate.Show().Call(ctx, c, name)
+		if err != nil {
+			return err
 		}
-	}
-	return exitOK
+		if *asJSON {
+			printJSON(e.stdout, t)
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "Name: %s\nPath: %s\nType: %s\nRead-only: %v\nSuite: %s\nVariant: %s\nArchitecture: %s\nInclude: %s\nMirror: %s\nBootstrapper: %s\n",
+			t.Name, t.Path, t.Type, t.ReadOnly, t.Recipe.Suite, deref(t.Recipe.Variant), deref(t.Recipe.Architecture),
+			strings.Join(derefList(t.Recipe.Include), ","), deref(t.Recipe.Mirror), deref(t.Recipe.Bootstrapper))
+		if t.Packages != nil {
+			fmt.Fprintf(e.stdout, "Packages: %d\n", len(*t.Packages))
+			for _, p := range *t.Packages {
+				fmt.Fprintf(e.stdout, "  %s\n", p)
+			}
+		}
+		return nil
+	})
 }
 
 func derefList(p *[]string) []string {
@@ -245,15 +230,8 @@ func templateRemove(e *env, args []string) int {
 	if !ok {
 		return exitUsage
 	}
-	ctx := context.Background()
-	c, err := dial(ctx)
-	if err != nil {
-		return e.fail(err)
-	}
-	defer c.Close()
-	interactive := isTerminal(os.Stdin) // polkit may ask for a password there
-	if err := ioberthtemplate.Remove().Call(ctx, c, name, &interactive); err != nil {
-		return e.fail(err)
-	}
-	return exitOK
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		interactive := isTerminal(os.Stdin)
+		return ioberthtemplate.Remove().Call(ctx, c, name, &interactive)
+	})
 }

@@ -11,19 +11,6 @@ import (
 	"github.com/berth-project/berth/syslog"
 )
 
-const benchTOML = `[Machine]
-Enable = true
-[Exec]
-Boot = false
-Parameters = ["/usr/sbin/nginx", "-g", "daemon off;"]
-Environment = { TZ = "UTC" }
-[Files]
-BindReadOnly = ["/srv/www:/var/www"]
-[Network]
-VirtualEthernet = false
-[Service]
-MemoryMax = "512M"
-`
 
 // BenchmarkRun1000 is the in-process view of bench/: 1000 machines from
 // an empty output tree, as at boot. Profile with -cpuprofile.
@@ -35,8 +22,12 @@ func BenchmarkRun1000(b *testing.B) {
 	}
 	dir := filepath.Join(root, "etc/berth/machines")
 	os.MkdirAll(dir, 0o755)
+	benchTOML, err := os.ReadFile("../bench/machine.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
 	for i := range 1000 {
-		os.WriteFile(filepath.Join(dir, fmt.Sprintf("m%04d.toml", i)), []byte(benchTOML), 0o644)
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("m%04d.toml", i)), benchTOML, 0o644)
 	}
 	for b.Loop() {
 		b.StopTimer()

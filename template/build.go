@@ -38,13 +38,24 @@ func (e *BootstrapError) Error() string {
 
 const logTail = 15
 
-// mmdebstrapPhases turns mmdebstrap's "I:" lines into progress, as
-// fractions of the bootstrap step.
-var mmdebstrapPhases = []struct {
+// phaseTable turns a bootstrapper's "I:" lines into progress, as
+// percentages of the bootstrap step.
+type phaseTable []struct {
 	prefix string
 	phase  string
 	pct    int
-}{
+}
+
+func (t phaseTable) match(line string) (string, int, bool) {
+	for _, p := range t {
+		if strings.HasPrefix(line, p.prefix) {
+			return p.phase, p.pct, true
+		}
+	}
+	return "", 0, false
+}
+
+var mmdebstrapPhases = phaseTable{
 	{"I: running apt-get update", "download", 5},
 	{"I: downloading packages", "download", 15},
 	{"I: extracting archives", "bootstrap", 35},
@@ -53,11 +64,7 @@ var mmdebstrapPhases = []struct {
 	{"I: cleaning package lists", "finish", 90},
 }
 
-var debootstrapPhases = []struct {
-	prefix string
-	phase  string
-	pct    int
-}{
+var debootstrapPhases = phaseTable{
 	{"I: Retrieving Release", "download", 5},
 	{"I: Retrieving Packages", "download", 10},
 	{"I: Retrieving", "download", 20},
@@ -74,7 +81,7 @@ var debootstrapPhases = []struct {
 // into [lo, hi].
 func bootstrap(ctx context.Context, r *Recipe, target, debCache string, lo, hi int, report func(Progress)) error {
 	var args []string
-	var phases func(string) (string, int, bool)
+	var phases phaseTable
 	switch r.Bootstrapper {
 	case "mmdebstrap":
 		archives := `"$1"/var/cache/apt/archives`
@@ -95,14 +102,7 @@ func bootstrap(ctx context.Context, r *Recipe, target, debCache string, lo, hi i
 			args = append(args, "--include="+strings.Join(r.Include, ","))
 		}
 		args = append(args, r.Suite, target, r.Mirror)
-		phases = func(line string) (string, int, bool) {
-			for _, p := range mmdebstrapPhases {
-				if strings.HasPrefix(line, p.prefix) {
-					return p.phase, p.pct, true
-				}
-			}
-			return "", 0, false
-		}
+		phases = mmdebstrapPhases
 	case "debootstrap":
 		args = []string{"debootstrap", "--variant=" + r.Variant, "--arch=" + r.Architecture,
 			"--components=" + strings.Join(r.Components, ","), "--cache-dir=" + debCache}
@@ -110,17 +110,10 @@ func bootstrap(ctx context.Context, r *Recipe, target, debCache string, lo, hi i
 			args = append(args, "--include="+strings.Join(r.Include, ","))
 		}
 		args = append(args, r.Suite, target, r.Mirror)
-		phases = func(line string) (string, int, bool) {
-			for _, p := range debootstrapPhases {
-				if strings.HasPrefix(line, p.prefix) {
-					return p.phase, p.pct, true
-				}
-			}
-			return "", 0, false
-		}
+		phases = debootstrapPhases
 	}
 	return run(ctx, r.Bootstrapper, args, nil, func(line string) {
-		if phase, pct, ok := phases(line); ok {
+		if phase, pct, ok := phases.match(line); ok {
 			report(Progress{Phase: phase, Percent: lo + (hi-lo)*pct/100, Message: strings.TrimPrefix(line, "I: ")})
 		}
 	})

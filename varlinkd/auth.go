@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/varlink/go/varlink"
 )
 
 // Polkit actions; see units/io.berth.policy.
@@ -63,6 +64,16 @@ func (Polkit) Allowed(c Caller, action string, interactive bool) (bool, error) {
 		return false, fmt.Errorf("polkit: %w", err)
 	}
 	return result.IsAuthorized, nil
+}
+
+// allowed asks s.Auth about the caller of c; an error from polkit is
+// logged and counts as a refusal.
+func (s *Server) allowed(c *varlink.Call, action string, interactive *bool) bool {
+	ok, err := s.Auth.Allowed(caller(c), action, interactive != nil && *interactive)
+	if err != nil {
+		s.Log.Warningf("authorization of %s: %v", action, err)
+	}
+	return ok
 }
 
 // processStartTime is field 22 of /proc/PID/stat, which polkit pairs with

@@ -15,14 +15,10 @@ const ActionManagePool = "io.berth.manage-pool"
 type poolIface struct{ s *Server }
 
 func (p *poolIface) allowed(ctx context.Context, c *ioberthpool.VarlinkCall, interactive *bool) (bool, error) {
-	ok, err := p.s.Auth.Allowed(caller(&c.Call), ActionManagePool, interactive != nil && *interactive)
-	if err != nil {
-		p.s.Log.Warningf("authorization: %v", err)
+	if p.s.allowed(&c.Call, ActionManagePool, interactive) {
+		return true, nil
 	}
-	if !ok {
-		return false, c.ReplyPermissionDenied(ctx, ActionManagePool)
-	}
-	return true, nil
+	return false, c.ReplyPermissionDenied(ctx, ActionManagePool)
 }
 
 func (p *poolIface) Show(ctx context.Context, c ioberthpool.VarlinkCall) error {

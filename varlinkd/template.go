@@ -62,14 +62,10 @@ func fromRecipe(r *ioberthtemplate.Recipe) template.Recipe {
 }
 
 func (t *templateIface) authorize(ctx context.Context, c *ioberthtemplate.VarlinkCall, interactive *bool) (bool, error) {
-	ok, err := t.s.Auth.Allowed(caller(&c.Call), ActionManageTemplates, interactive != nil && *interactive)
-	if err != nil {
-		t.s.Log.Warningf("authorization: %v", err)
+	if t.s.allowed(&c.Call, ActionManageTemplates, interactive) {
+		return true, nil
 	}
-	if !ok {
-		return false, c.ReplyPermissionDenied(ctx, ActionManageTemplates)
-	}
-	return true, nil
+	return false, c.ReplyPermissionDenied(ctx, ActionManageTemplates)
 }
 
 func (t *templateIface) Create(ctx context.Context, c ioberthtemplate.VarlinkCall, name string, recipe *ioberthtemplate.Recipe, background *bool, interactive *bool) error {
