@@ -20,7 +20,7 @@ import (
 )
 
 func main() {
-	runs := flag.Int("runs", 15, "timed runs per generator command")
+	runs := flag.Int("runs", 25, "timed runs per generator command")
 	only := flag.String("only", "", "run one benchmark: generator or templates")
 	flag.Parse()
 	var err error
