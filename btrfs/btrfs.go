@@ -240,3 +240,36 @@ func setName(dst []byte, name string) error {
 	copy(dst, name)
 	return nil
 }
+
+// SnapshotRecursive snapshots src to dst, and every subvolume nested in
+// src into the same place below dst, so that the copy is whole (a plain
+// snapshot shows nested subvolumes as empty directories). Nested
+// snapshots keep their read-only flag; dst is writable unless readOnly.
+func SnapshotRecursive(src, dst string, readOnly bool) error {
+	nested, err := Nested(src)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", src, err)
+	}
+	if err := Snapshot(src, dst, false); err != nil {
+		return err
+	}
+	// Nested lists deepest first; parents must be in place first.
+	for i := len(nested) - 1; i >= 0; i-- {
+		rel, _ := filepath.Rel(src, nested[i])
+		target := filepath.Join(dst, rel)
+		// The snapshot holds an empty directory where the subvolume was.
+		if err := os.Remove(target); err != nil {
+			Delete(dst)
+			return fmt.Errorf("snapshot %s: replace %s: %w", src, target, err)
+		}
+		ro, _ := ReadOnly(nested[i])
+		if err := Snapshot(nested[i], target, ro); err != nil {
+			Delete(dst)
+			return err
+		}
+	}
+	if readOnly {
+		return SetReadOnly(dst, true)
+	}
+	return nil
+}

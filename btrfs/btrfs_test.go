@@ -46,6 +46,17 @@ func TestSubvolumeLifecycle(t *testing.T) {
 		t.Errorf("Nested = %v, %v; want [%s %s]", got, err, deep, nested)
 	}
 
+	whole := filepath.Join(mnt, "whole")
+	if err := btrfs.SnapshotRecursive(a, whole, false); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := btrfs.IsSubvolume(filepath.Join(whole, "var/lib/machines/inner")); !ok {
+		t.Error("recursive snapshot lacks the nested subvolume")
+	}
+	if err := btrfs.Delete(whole); err != nil {
+		t.Fatal(err)
+	}
+
 	ro := filepath.Join(mnt, "ro")
 	if err := btrfs.Snapshot(a, ro, true); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -44,6 +45,9 @@ func explain(err error) string {
 		pd  *ioberthtemplate.PermissionDenied
 		bu  *ioberthtemplate.Busy
 	)
+	if msg, ok := explainMachine(err); ok {
+		return msg
+	}
 	switch {
 	case errors.As(err, &nst):
 		if nst.Name == "" {
@@ -67,6 +71,41 @@ func explain(err error) string {
 		return fmt.Sprintf("%q is busy with another operation; try again when it is done", bu.Name)
 	}
 	return err.Error()
+}
+
+func explainMachine(err error) (string, bool) {
+	var (
+		nsi *ioberthmachine.NoSuchImage
+		nst *ioberthmachine.NoSuchTemplate
+		ie  *ioberthmachine.ImageExists
+		in  *ioberthmachine.InvalidName
+		mr  *ioberthmachine.MachineRunning
+		wk  *ioberthmachine.WrongKind
+		pd  *ioberthmachine.PermissionDenied
+		bu  *ioberthmachine.Busy
+		pf  *ioberthmachine.PoolFailed
+	)
+	switch {
+	case errors.As(err, &nsi):
+		return fmt.Sprintf("no image %q in the pool (berth list shows what there is)", nsi.Name), true
+	case errors.As(err, &nst):
+		return fmt.Sprintf("no template %q (berth template list; berth template create %s --suite ...)", nst.Name, nst.Name), true
+	case errors.As(err, &ie):
+		return fmt.Sprintf("%q already exists in the pool; pick another name", ie.Name), true
+	case errors.As(err, &in):
+		return fmt.Sprintf("invalid name %q: %s", in.Name, in.Reason), true
+	case errors.As(err, &mr):
+		return fmt.Sprintf("machine %q is running; stop it first (systemctl stop systemd-nspawn@%s) or use --force where offered", mr.Name, mr.Name), true
+	case errors.As(err, &wk):
+		return fmt.Sprintf("%q is a %s; use berth template remove for templates", wk.Name, wk.Kind), true
+	case errors.As(err, &pd):
+		return fmt.Sprintf("permission denied: run as root, or get the polkit action %s", pd.Action), true
+	case errors.As(err, &bu):
+		return fmt.Sprintf("%q is busy with another operation; try again when it is done", bu.Name), true
+	case errors.As(err, &pf):
+		return "the pool failed: " + pf.Reason, true
+	}
+	return "", false
 }
 
 // fail prints err for people and returns the exit code.

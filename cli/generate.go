@@ -7,8 +7,11 @@ import (
 	"github.com/berth-project/berth/syslog"
 )
 
-// unitDir matches berth-generator's default; only used for printing links.
-const unitDir = "/usr/lib/systemd/system"
+// Set by meson, as for berth-generator; used for what the preview shows.
+var (
+	unitDir = "/usr/lib/systemd/system"
+	binDir  = "/usr/bin"
+)
 
 func init() {
 	register("generate", verb{
@@ -30,7 +33,7 @@ func generate(e *env, args []string) int {
 		return exitUsage
 	}
 	rep := generator.Run(generator.Config{
-		Root: *root, OutDir: "/run/systemd/generator", UnitDir: unitDir, DryRun: true,
+		Root: *root, OutDir: "/run/systemd/generator", Paths: generator.Paths{UnitDir: unitDir, BinDir: binDir}, DryRun: true,
 		Stdout: e.stdout, Log: syslog.New("berth", e.stderr),
 	})
 	if len(rep.Failed) > 0 {

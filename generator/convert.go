@@ -53,8 +53,14 @@ func UnitName(name string) string { return "systemd-nspawn@" + name + ".service"
 // BuildUnit is the unit that builds template name if it is missing.
 func BuildUnit(name string) string { return "berth-template@" + name + ".service" }
 
-// Convert renders m. unitDir is where systemd-nspawn@.service is installed.
-func Convert(m *conf.Machine, unitDir string) (*Output, error) {
+// Paths are where the things generated files point to are installed.
+type Paths struct {
+	UnitDir string // systemd-nspawn@.service
+	BinDir  string // berth
+}
+
+// Convert renders m.
+func Convert(m *conf.Machine, paths Paths) (*Output, error) {
 	nspawn, err := render(m, conf.NspawnSections, nil)
 	if err != nil {
 		return nil, err
@@ -63,11 +69,14 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 	if t, ok := m.Get(conf.SecMachine, "Template"); ok {
 		// The template is built first if it is missing. systemd ignores
 		// X- keys; this one records the origin for `systemctl cat`.
+		// Before the machine starts, its image is cloned from the template
+		// unless it exists; %i is the machine name.
 		tu := BuildUnit(t.Str)
 		source = append(source,
 			unit.NewUnitOption(conf.SecUnit, "X-Berth-Template", t.Str),
 			unit.NewUnitOption(conf.SecUnit, "Requires", tu),
-			unit.NewUnitOption(conf.SecUnit, "After", tu))
+			unit.NewUnitOption(conf.SecUnit, "After", tu),
+			unit.NewUnitOption(conf.SecService, "ExecStartPre", path.Join(paths.BinDir, "berth")+" clone --if-missing "+t.Str+" %i"))
 	}
 	dropIn, err := render(m, []string{conf.SecUnit, conf.SecService}, source)
 	if err != nil {
@@ -80,7 +89,7 @@ func Convert(m *conf.Machine, unitDir string) (*Output, error) {
 	}
 	if m.Enabled() {
 		out.WantsLink = path.Join(WantsDir, UnitName(m.Name))
-		out.LinkTarget = path.Join(unitDir, TemplateUnit)
+		out.LinkTarget = path.Join(paths.UnitDir, TemplateUnit)
 	}
 	return out, nil
 }

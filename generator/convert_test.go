@@ -35,7 +35,7 @@ Environment = { B = "x\\" }
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := Convert(m, "/usr/lib/systemd/system")
+	out, err := Convert(m, Paths{UnitDir: "/usr/lib/systemd/system", BinDir: "/usr/bin"})
 	if err != nil {
 		t.Fatal(err)
 	}

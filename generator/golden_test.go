@@ -44,7 +44,7 @@ func TestGolden(t *testing.T) {
 			}
 			var log bytes.Buffer
 			rep := generator.Run(generator.Config{
-				Root: root, OutDir: "/run/systemd/generator", UnitDir: "/usr/lib/systemd/system",
+				Root: root, OutDir: "/run/systemd/generator", Paths: generator.Paths{UnitDir: "/usr/lib/systemd/system", BinDir: "/usr/bin"},
 				Log: syslog.New("berth-generator", &log),
 			})
 			got := append(kept, readTree(t, root, "run")...)

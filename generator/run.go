@@ -17,8 +17,7 @@ type Config struct {
 	// OutDir is the generator's normal output directory, as the target
 	// system sees it (systemd passes /run/systemd/generator).
 	OutDir string
-	// UnitDir is where systemd-nspawn@.service is installed.
-	UnitDir string
+	Paths
 	// ConfigDirs overrides conf.SearchDirs when non-nil.
 	ConfigDirs []string
 	// DryRun prints what would be written to Stdout and writes nothing.
@@ -63,7 +62,7 @@ func Run(cfg Config) Report {
 			errs[i] = res.Err
 			return
 		}
-		out, err := Convert(res.Machine, cfg.UnitDir)
+		out, err := Convert(res.Machine, cfg.Paths)
 		switch {
 		case err != nil:
 			errs[i] = fmt.Errorf("%s: %w", res.Source, err)

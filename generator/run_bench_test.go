@@ -11,7 +11,6 @@ import (
 	"github.com/berth-project/berth/syslog"
 )
 
-
 // BenchmarkRun1000 is the in-process view of bench/: 1000 machines from
 // an empty output tree, as at boot. Profile with -cpuprofile.
 func BenchmarkRun1000(b *testing.B) {
@@ -34,7 +33,7 @@ func BenchmarkRun1000(b *testing.B) {
 		os.RemoveAll(filepath.Join(root, "run"))
 		b.StartTimer()
 		rep := generator.Run(generator.Config{Root: root, OutDir: "/run/systemd/generator",
-			UnitDir: "/usr/lib/systemd/system", Log: syslog.New("bench", io.Discard)})
+			Paths: generator.Paths{UnitDir: "/usr/lib/systemd/system", BinDir: "/usr/bin"}, Log: syslog.New("bench", io.Discard)})
 		if len(rep.Generated) != 1000 {
 			b.Fatalf("generated %d", len(rep.Generated))
 		}

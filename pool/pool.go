@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -33,9 +34,41 @@ const tmpPrefix = ".#berth-"
 // ErrExists is returned when the target name is taken.
 var ErrExists = errors.New("already exists")
 
+// ErrBusy is returned when another operation holds the name.
+var ErrBusy = errors.New("another operation on this name is running")
+
 // Pool is one pool directory.
 type Pool struct {
 	Dir string
+
+	mu   sync.Mutex
+	busy map[string]bool
+}
+
+// Lock claims name for one operation of this process; the returned func
+// releases it. Templates, machines and cache work share the pool's names.
+func (p *Pool) Lock(name string) (func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.busy == nil {
+		p.busy = map[string]bool{}
+	}
+	if p.busy[name] {
+		return nil, fmt.Errorf("%s: %w", name, ErrBusy)
+	}
+	p.busy[name] = true
+	return func() { p.mu.Lock(); delete(p.busy, name); p.mu.Unlock() }, nil
+}
+
+// LockAlone claims name only if nothing else is claimed.
+func (p *Pool) LockAlone(name string) (func(), error) {
+	p.mu.Lock()
+	n := len(p.busy)
+	p.mu.Unlock()
+	if n > 0 {
+		return nil, ErrBusy
+	}
+	return p.Lock(name)
 }
 
 // Open makes dir if needed.
@@ -90,7 +123,7 @@ func (p *Pool) NewTree(path string) error {
 // system can.
 func (p *Pool) CopyTree(src, dst string) error {
 	if ok, _ := btrfs.IsSubvolume(src); ok && p.Btrfs() {
-		return btrfs.Snapshot(src, dst, false)
+		return btrfs.SnapshotRecursive(src, dst, false)
 	}
 	// cp -a --reflink=auto keeps ownership, modes, times, links, xattrs
 	// and ACLs, which a tree copy must.

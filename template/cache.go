@@ -42,19 +42,11 @@ func (m *Manager) Cache() ([]CacheEntry, error) {
 // CleanCache deletes the package caches and the base trees, returning the
 // bytes freed. It refuses while any build runs.
 func (m *Manager) CleanCache() (int64, error) {
-	m.mu.Lock()
-	building := len(m.busy) > 0
-	if !building {
-		if m.busy == nil {
-			m.busy = map[string]bool{}
-		}
-		m.busy[".clean"] = true
+	unlock, err := m.Pool.LockAlone(".clean")
+	if err != nil {
+		return 0, err
 	}
-	m.mu.Unlock()
-	if building {
-		return 0, ErrBusy
-	}
-	defer func() { m.mu.Lock(); delete(m.busy, ".clean"); m.mu.Unlock() }()
+	defer unlock()
 	entries, err := m.Cache()
 	if err != nil {
 		return 0, err

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/berth-project/berth/conf"
@@ -22,7 +21,7 @@ import (
 var (
 	ErrNotFound = errors.New("no such template")
 	ErrExists   = errors.New("already exists")
-	ErrBusy     = errors.New("another operation on this name is running")
+	ErrBusy     = pool.ErrBusy
 )
 
 // Info describes a template.
@@ -46,9 +45,6 @@ type Manager struct {
 	Pool *pool.Pool
 	// CacheDir holds downloaded packages, per suite and architecture.
 	CacheDir string
-
-	mu   sync.Mutex
-	busy map[string]bool
 }
 
 // DefaultCacheDir is where packages are kept between builds.
@@ -66,19 +62,7 @@ func (m *Manager) debCache(r *Recipe) (string, error) {
 	return d, nil
 }
 
-// lock claims name for one operation; the returned func releases it.
-func (m *Manager) lock(name string) (func(), error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.busy == nil {
-		m.busy = map[string]bool{}
-	}
-	if m.busy[name] {
-		return nil, fmt.Errorf("%s: %w", name, ErrBusy)
-	}
-	m.busy[name] = true
-	return func() { m.mu.Lock(); delete(m.busy, name); m.mu.Unlock() }, nil
-}
+func (m *Manager) lock(name string) (func(), error) { return m.Pool.Lock(name) }
 
 // Recover deletes what interrupted builds left in the pool. Only one
 // berthd runs, so anything under a temporary name is dead.

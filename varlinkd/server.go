@@ -15,8 +15,10 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/machine"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
@@ -27,6 +29,7 @@ var Version = "0.1.0"
 // Server is one berthd.
 type Server struct {
 	Templates *template.Manager
+	Machines  *machine.Manager
 	// Config finds templates/NAME.toml recipes.
 	Config *conf.Loader
 	Auth   Authorizer
@@ -55,6 +58,9 @@ func New(s *Server) (*Server, error) {
 		return nil, err
 	}
 	if err := svc.RegisterInterface(ioberthpool.VarlinkNew(&poolIface{s})); err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(ioberthmachine.VarlinkNew(&machineIface{s})); err != nil {
 		return nil, err
 	}
 	s.svc = svc

@@ -13,10 +13,12 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/machine"
 	"github.com/berth-project/berth/pool"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
 	"github.com/berth-project/berth/varlinkd"
+	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
@@ -39,6 +41,7 @@ func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 	srv, err := varlinkd.New(&varlinkd.Server{
 		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
 		Config:    &conf.Loader{Root: t.TempDir(), Schema: conf.Templates},
+		Machines:  &machine.Manager{Pool: p},
 		Auth:      auth, Log: syslog.New("berthd", io.Discard),
 	})
 	if err != nil {
@@ -114,6 +117,38 @@ func TestEveryMethodAnswers(t *testing.T) {
 	}
 }
 
+func TestEveryMachineMethodAnswers(t *testing.T) {
+	c := connect(t, varlinkd.Polkit{})
+	ctx := context.Background()
+	var (
+		nsi *ioberthmachine.NoSuchImage
+		nst *ioberthmachine.NoSuchTemplate
+		inv *ioberthmachine.InvalidName
+	)
+	if _, err := ioberthmachine.Show().Call(ctx, c, "nope"); !errors.As(err, &nsi) || nsi.Name != "nope" {
+		t.Errorf("Show: %v", err)
+	}
+	recv, err := ioberthmachine.List().Send(ctx, c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := recv(ctx); !errors.As(err, &nsi) {
+		t.Errorf("List of an empty pool: %v", err)
+	}
+	if _, err := ioberthmachine.Clone().Call(ctx, c, "tmpl", "m", nil); !errors.As(err, &nst) || nst.Name != "tmpl" {
+		t.Errorf("Clone from a missing template: %v", err)
+	}
+	if _, err := ioberthmachine.Clone().Call(ctx, c, "tmpl", "bad_name", nil); !errors.As(err, &inv) || inv.Name != "bad_name" {
+		t.Errorf("Clone to a bad name: %v", err)
+	}
+	if err := ioberthmachine.Remove().Call(ctx, c, "nope", nil, nil); !errors.As(err, &nsi) {
+		t.Errorf("Remove: %v", err)
+	}
+	if err := ioberthmachine.Rename().Call(ctx, c, "nope", "other", nil); !errors.As(err, &nsi) {
+		t.Errorf("Rename: %v", err)
+	}
+}
+
 func TestEveryPoolMethodAnswers(t *testing.T) {
 	c := connect(t, varlinkd.Polkit{})
 	ctx := context.Background()
@@ -149,6 +184,16 @@ func TestRefusedCallerChangesNothing(t *testing.T) {
 	}
 	if err := ioberthtemplate.Remove().Call(ctx, c, "x", nil); !errors.As(err, &pd) {
 		t.Errorf("Remove: %v", err)
+	}
+	var mpd *ioberthmachine.PermissionDenied
+	if _, err := ioberthmachine.Clone().Call(ctx, c, "a", "b", nil); !errors.As(err, &mpd) || mpd.Action != varlinkd.ActionManageMachines {
+		t.Errorf("Clone: %v", err)
+	}
+	if err := ioberthmachine.Remove().Call(ctx, c, "a", nil, nil); !errors.As(err, &mpd) {
+		t.Errorf("Remove: %v", err)
+	}
+	if err := ioberthmachine.Rename().Call(ctx, c, "a", "b", nil); !errors.As(err, &mpd) {
+		t.Errorf("Rename: %v", err)
 	}
 	var ppd *ioberthpool.PermissionDenied
 	if _, err := ioberthpool.CleanCache().Call(ctx, c, nil); !errors.As(err, &ppd) || ppd.Action != varlinkd.ActionManagePool {

@@ -13,8 +13,11 @@ import (
 	"github.com/berth-project/berth/syslog"
 )
 
-// unitDir is set by meson to systemd's systemdsystemunitdir.
-var unitDir = "/usr/lib/systemd/system"
+// Set by meson: systemd's systemdsystemunitdir and berth's bindir.
+var (
+	unitDir = "/usr/lib/systemd/system"
+	binDir  = "/usr/bin"
+)
 
 func main() {
 	root := flag.String("root", "", "read config and write output below `DIR` (as systemctl --root)")
@@ -46,7 +49,8 @@ func main() {
 		log = syslog.ForService("berth-generator")
 	}
 	rep := generator.Run(generator.Config{
-		Root: *root, OutDir: outDir, UnitDir: unitDir, DryRun: *dryRun, Stdout: os.Stdout, Log: log,
+		Root: *root, OutDir: outDir, Paths: generator.Paths{UnitDir: unitDir, BinDir: binDir},
+		DryRun: *dryRun, Stdout: os.Stdout, Log: log,
 	})
 	// A failed machine must not fail boot: exit 0 unless a person asked for
 	// a dry run and wants to know.

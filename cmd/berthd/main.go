@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/machine"
 	"github.com/berth-project/berth/pool"
 	"github.com/berth-project/berth/syslog"
 	"github.com/berth-project/berth/template"
@@ -63,7 +64,8 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	}
 	notify := func(state string) { daemon.SdNotify(false, state) }
 	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Config: &conf.Loader{Schema: conf.Templates},
-		Auth: varlinkd.Polkit{}, Log: log, Notify: notify})
+		Machines: &machine.Manager{Pool: p, Runtime: machine.Machined{}},
+		Auth:     varlinkd.Polkit{}, Log: log, Notify: notify})
 	if err != nil {
 		return err
 	}

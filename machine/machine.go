@@ -1,0 +1,270 @@
+// Package machine clones machines from templates and lists, removes and
+// renames the images of the pool.
+package machine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/pool"
+)
+
+// Errors the service maps to its typed varlink errors.
+var (
+	ErrNoImage    = errors.New("no such image")
+	ErrNoTemplate = errors.New("no such template")
+	ErrExists     = errors.New("already exists")
+	ErrRunning    = errors.New("machine is running")
+	ErrWrongKind  = errors.New("wrong kind of image")
+)
+
+// KindError says what kind an image is when the operation needs the other.
+type KindError struct{ Name, Kind string }
+
+func (e *KindError) Error() string { return fmt.Sprintf("%s is a %s", e.Name, e.Kind) }
+func (e *KindError) Unwrap() error { return ErrWrongKind }
+
+// Image describes one image of the pool.
+type Image struct {
+	Name, Path, Kind, Type string
+	ReadOnly               bool
+	Size                   int64 // -1 when not computed
+	Created                time.Time
+	Template               string
+	Running                bool
+}
+
+// Runtime tells which machines run; machined over D-Bus in berthd.
+type Runtime interface {
+	Running() (map[string]bool, error)
+	Terminate(name string) error
+}
+
+// Manager works on the machines of one pool.
+type Manager struct {
+	Pool    *pool.Pool
+	Runtime Runtime
+}
+
+// record is the part of a template's record (template.json) we read.
+type record struct {
+	Name string `json:"name"`
+}
+
+const recordPath = "usr/lib/berth/template.json"
+
+func (m *Manager) image(name string, running map[string]bool, withSize bool) (*Image, error) {
+	p := m.Pool.Path(name)
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME|unix.STATX_TYPE, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s: %w", name, ErrNoImage)
+		}
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, fmt.Errorf("%s: not a directory tree: %w", name, ErrNoImage)
+	}
+	img := &Image{Name: name, Path: p, Kind: "machine", Type: m.Pool.Kind(p), ReadOnly: m.Pool.ReadOnly(p), Size: -1,
+		Running: running[name]}
+	if st.Mask&unix.STATX_BTIME != 0 {
+		img.Created = time.Unix(st.Btime.Sec, int64(st.Btime.Nsec))
+	}
+	if data, err := os.ReadFile(filepath.Join(p, recordPath)); err == nil {
+		var r record
+		if json.Unmarshal(data, &r) == nil && r.Name != "" {
+			if r.Name == name {
+				img.Kind = "template"
+			} else {
+				img.Template = r.Name
+			}
+		}
+	}
+	if withSize {
+		img.Size = du(p)
+	}
+	return img, nil
+}
+
+func (m *Manager) running() map[string]bool {
+	if m.Runtime == nil {
+		return nil
+	}
+	r, _ := m.Runtime.Running()
+	return r
+}
+
+// List returns every image of the pool, sorted by name.
+func (m *Manager) List() ([]Image, error) {
+	names, err := m.Pool.Entries()
+	if err != nil {
+		return nil, err
+	}
+	running := m.running()
+	var out []Image
+	for _, n := range names {
+		if img, err := m.image(n, running, false); err == nil {
+			out = append(out, *img)
+		}
+	}
+	return out, nil
+}
+
+// Show returns one image, with its size.
+func (m *Manager) Show(name string) (*Image, error) {
+	if err := conf.ValidateMachineName(name); err != nil {
+		return nil, err
+	}
+	return m.image(name, m.running(), true)
+}
+
+// Clone makes machine name from template tmpl: a recursive snapshot on
+// btrfs, a reflinking copy elsewhere, under a temporary name renamed into
+// place when complete.
+func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err error) {
+	for _, n := range []string{tmpl, name} {
+		if err := conf.ValidateMachineName(n); err != nil {
+			return nil, err
+		}
+	}
+	t, err := m.image(tmpl, nil, false)
+	if errors.Is(err, ErrNoImage) || err == nil && t.Kind != "template" {
+		return nil, fmt.Errorf("%s: %w", tmpl, ErrNoTemplate)
+	} else if err != nil {
+		return nil, err
+	}
+	unlock, err := m.Pool.Lock(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if m.Pool.Exists(name) {
+		return nil, fmt.Errorf("%s: %w", name, ErrExists)
+	}
+	tmp := m.Pool.TempPath(name)
+	defer func() {
+		if rerr := m.Pool.RemoveTree(tmp); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up %s: %w", tmp, rerr))
+		}
+	}()
+	if err := m.Pool.CopyTree(t.Path, tmp); err != nil {
+		return nil, err
+	}
+	if err := m.Pool.SetReadOnly(tmp, false); err != nil {
+		return nil, err
+	}
+	// Its own identity: an empty machine-id is initialized on first boot,
+	// and without /etc/hostname systemd-nspawn's machine name is used.
+	if err := os.WriteFile(filepath.Join(tmp, "etc/machine-id"), nil, 0o444); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(filepath.Join(tmp, "etc/hostname")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := m.Pool.Commit(tmp, name); err != nil {
+		if errors.Is(err, pool.ErrExists) {
+			return nil, fmt.Errorf("%s: %w", name, ErrExists)
+		}
+		return nil, err
+	}
+	return m.image(name, nil, false)
+}
+
+// machineImage loads name and checks that it is a machine.
+func (m *Manager) machineImage(name string) (*Image, error) {
+	if err := conf.ValidateMachineName(name); err != nil {
+		return nil, err
+	}
+	img, err := m.image(name, m.running(), false)
+	if err != nil {
+		return nil, err
+	}
+	if img.Kind != "machine" {
+		return nil, &KindError{name, img.Kind}
+	}
+	return img, nil
+}
+
+// Remove deletes machine name, nested subvolumes included; a running
+// machine is terminated first if force, else refused.
+func (m *Manager) Remove(name string, force bool) error {
+	img, err := m.machineImage(name)
+	if err != nil {
+		return err
+	}
+	unlock, err := m.Pool.Lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if img.Running {
+		if !force {
+			return fmt.Errorf("%s: %w", name, ErrRunning)
+		}
+		if err := m.Runtime.Terminate(name); err != nil {
+			return fmt.Errorf("terminate %s: %w", name, err)
+		}
+	}
+	// Rename first so the machine vanishes at once, then delete.
+	tmp := m.Pool.TempPath(name)
+	if err := os.Rename(img.Path, tmp); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	return m.Pool.RemoveTree(tmp)
+}
+
+// Rename renames machine name to newName; refused while it runs.
+func (m *Manager) Rename(name, newName string) error {
+	img, err := m.machineImage(name)
+	if err != nil {
+		return err
+	}
+	if err := conf.ValidateMachineName(newName); err != nil {
+		return err
+	}
+	for _, n := range []string{name, newName} {
+		unlock, err := m.Pool.Lock(n)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	if img.Running {
+		return fmt.Errorf("%s: %w", name, ErrRunning)
+	}
+	if m.Pool.Exists(newName) {
+		return fmt.Errorf("%s: %w", newName, ErrExists)
+	}
+	if err := m.Pool.Commit(img.Path, newName); err != nil {
+		if errors.Is(err, pool.ErrExists) {
+			return fmt.Errorf("%s: %w", newName, ErrExists)
+		}
+		return err
+	}
+	return nil
+}
+
+func du(p string) int64 {
+	var size int64
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+			}
+		}
+		return nil
+	})
+	return size
+}

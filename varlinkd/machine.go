@@ -1,0 +1,135 @@
+package varlinkd
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/machine"
+	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/varlinkd/ioberthmachine"
+)
+
+// ActionManageMachines is the polkit action for changing machines.
+const ActionManageMachines = "io.berth.manage-machines"
+
+// machineIface implements io.berth.Machine.
+type machineIface struct{ s *Server }
+
+func toImage(i *machine.Image) ioberthmachine.ImageInfo {
+	out := ioberthmachine.ImageInfo{Name: i.Name, Path: i.Path, Kind: i.Kind, Type: i.Type, ReadOnly: i.ReadOnly, Running: i.Running}
+	if i.Size >= 0 {
+		out.Size = &i.Size
+	}
+	if !i.Created.IsZero() {
+		us := i.Created.UnixMicro()
+		out.CreationTimestamp = &us
+	}
+	if i.Template != "" {
+		out.Template = &i.Template
+	}
+	return out
+}
+
+func (mi *machineIface) authorize(ctx context.Context, c *ioberthmachine.VarlinkCall, interactive *bool) (bool, error) {
+	if mi.s.allowed(&c.Call, ActionManageMachines, interactive) {
+		return true, nil
+	}
+	return false, c.ReplyPermissionDenied(ctx, ActionManageMachines)
+}
+
+// replyMachineError maps machine and pool errors to typed varlink errors.
+func replyMachineError(ctx context.Context, c *ioberthmachine.VarlinkCall, name string, err error) error {
+	var ke *machine.KindError
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, machine.ErrNoTemplate):
+		return c.ReplyNoSuchTemplate(ctx, strings.SplitN(err.Error(), ":", 2)[0])
+	case errors.Is(err, machine.ErrNoImage):
+		return c.ReplyNoSuchImage(ctx, name)
+	case errors.Is(err, machine.ErrExists):
+		return c.ReplyImageExists(ctx, strings.SplitN(err.Error(), ":", 2)[0])
+	case errors.Is(err, machine.ErrRunning):
+		return c.ReplyMachineRunning(ctx, name)
+	case errors.As(err, &ke):
+		return c.ReplyWrongKind(ctx, ke.Name, ke.Kind)
+	case errors.Is(err, pool.ErrBusy):
+		return c.ReplyBusy(ctx, name)
+	case strings.HasPrefix(err.Error(), "invalid machine name"):
+		n := strings.SplitN(strings.TrimPrefix(err.Error(), "invalid machine name "), ":", 2)
+		return c.ReplyInvalidName(ctx, strings.Trim(n[0], `"`), strings.TrimSpace(n[len(n)-1]))
+	}
+	return c.ReplyPoolFailed(ctx, "", err.Error())
+}
+
+func (mi *machineIface) Clone(ctx context.Context, c ioberthmachine.VarlinkCall, tmpl, name string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	done := mi.s.operation("Cloning " + name + " from " + tmpl + "...")
+	defer done()
+	opCtx, cancel := hangup(ctx, &c.Call)
+	defer cancel()
+	img, err := mi.s.Machines.Clone(opCtx, tmpl, name)
+	if err != nil {
+		mi.s.Log.Infof("clone %s from %s: %v", name, tmpl, err)
+		return replyMachineError(ctx, &c, name, err)
+	}
+	mi.s.Log.Infof("machine %s cloned from %s", name, tmpl)
+	return c.ReplyClone(ctx, toImage(img))
+}
+
+func (mi *machineIface) List(ctx context.Context, c ioberthmachine.VarlinkCall) error {
+	if !c.WantsMore() {
+		return c.ReplyInvalidParameter(ctx, "more")
+	}
+	list, err := mi.s.Machines.List()
+	if err != nil {
+		return replyMachineError(ctx, &c, "", err)
+	}
+	if len(list) == 0 {
+		return c.ReplyNoSuchImage(ctx, "")
+	}
+	for i := range list {
+		c.Continues = i < len(list)-1
+		if err := c.ReplyList(ctx, toImage(&list[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (mi *machineIface) Show(ctx context.Context, c ioberthmachine.VarlinkCall, name string) error {
+	img, err := mi.s.Machines.Show(name)
+	if err != nil {
+		return replyMachineError(ctx, &c, name, err)
+	}
+	return c.ReplyShow(ctx, toImage(img))
+}
+
+func (mi *machineIface) Remove(ctx context.Context, c ioberthmachine.VarlinkCall, name string, force, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	if err := mi.s.Machines.Remove(name, force != nil && *force); err != nil {
+		return replyMachineError(ctx, &c, name, err)
+	}
+	mi.s.Log.Infof("machine %s removed", name)
+	return c.ReplyRemove(ctx)
+}
+
+func (mi *machineIface) Rename(ctx context.Context, c ioberthmachine.VarlinkCall, name, newName string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	if err := conf.ValidateMachineName(newName); err != nil {
+		return replyMachineError(ctx, &c, newName, err)
+	}
+	if err := mi.s.Machines.Rename(name, newName); err != nil {
+		return replyMachineError(ctx, &c, name, err)
+	}
+	mi.s.Log.Infof("machine %s renamed to %s", name, newName)
+	return c.ReplyRename(ctx)
+}
