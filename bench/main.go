@@ -91,7 +91,6 @@ func median(ds []time.Duration) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
-
 // The same machine as a Quadlet container.
 const containerUnit = `[Container]
 Image=localhost/nginx
