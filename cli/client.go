@@ -84,8 +84,14 @@ func explainMachine(err error) (string, bool) {
 		pd  *ioberthmachine.PermissionDenied
 		bu  *ioberthmachine.Busy
 		pf  *ioberthmachine.PoolFailed
+		ns  *ioberthmachine.NoSuchSnapshot
+		se  *ioberthmachine.SnapshotExists
 	)
 	switch {
+	case errors.As(err, &ns):
+		return fmt.Sprintf("machine %q has no snapshot %q (berth snapshot --list %s)", ns.Name, ns.Snapshot, ns.Name), true
+	case errors.As(err, &se):
+		return fmt.Sprintf("machine %q already has a snapshot %q", se.Name, se.Snapshot), true
 	case errors.As(err, &nsi):
 		return fmt.Sprintf("no image %q in the pool (berth list shows what there is)", nsi.Name), true
 	case errors.As(err, &nst):

@@ -222,7 +222,10 @@ func (m *Manager) Remove(name string, force bool) error {
 	if err := os.Rename(img.Path, tmp); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
-	return m.Pool.RemoveTree(tmp)
+	if err := m.Pool.RemoveTree(tmp); err != nil {
+		return err
+	}
+	return m.removeSnapshots(name)
 }
 
 // Rename renames machine name to newName; refused while it runs.
@@ -253,7 +256,7 @@ func (m *Manager) Rename(name, newName string) error {
 		}
 		return err
 	}
-	return nil
+	return m.moveSnapshots(name, newName)
 }
 
 func du(p string) int64 {

@@ -133,3 +133,80 @@ func (mi *machineIface) Rename(ctx context.Context, c ioberthmachine.VarlinkCall
 	mi.s.Log.Infof("machine %s renamed to %s", name, newName)
 	return c.ReplyRename(ctx)
 }
+
+func toSnapshot(s *machine.SnapshotInfo) ioberthmachine.SnapshotInfo {
+	out := ioberthmachine.SnapshotInfo{Machine: s.Machine, Name: s.Name, Path: s.Path}
+	if !s.Created.IsZero() {
+		us := s.Created.UnixMicro()
+		out.CreationTimestamp = &us
+	}
+	return out
+}
+
+// replySnapshotError adds the snapshot errors to replyMachineError.
+func replySnapshotError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, snap string, err error) error {
+	switch {
+	case errors.Is(err, machine.ErrNoSnapshot):
+		return c.ReplyNoSuchSnapshot(ctx, name, snap)
+	case errors.Is(err, machine.ErrSnapshotExists):
+		return c.ReplySnapshotExists(ctx, name, snap)
+	}
+	return replyMachineError(ctx, c, name, err)
+}
+
+func (mi *machineIface) Snapshot(ctx context.Context, c ioberthmachine.VarlinkCall, name, snap string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	done := mi.s.operation("Snapshotting " + name + "...")
+	defer done()
+	info, err := mi.s.Machines.Snapshot(ctx, name, snap)
+	if err != nil {
+		return replySnapshotError(ctx, &c, name, snap, err)
+	}
+	mi.s.Log.Infof("machine %s: snapshot %s taken", name, snap)
+	return c.ReplySnapshot(ctx, toSnapshot(info))
+}
+
+func (mi *machineIface) Restore(ctx context.Context, c ioberthmachine.VarlinkCall, name, snap string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	done := mi.s.operation("Restoring " + name + "...")
+	defer done()
+	if err := mi.s.Machines.Restore(ctx, name, snap); err != nil {
+		return replySnapshotError(ctx, &c, name, snap, err)
+	}
+	mi.s.Log.Infof("machine %s restored to snapshot %s", name, snap)
+	return c.ReplyRestore(ctx)
+}
+
+func (mi *machineIface) ListSnapshots(ctx context.Context, c ioberthmachine.VarlinkCall, name string) error {
+	if !c.WantsMore() {
+		return c.ReplyInvalidParameter(ctx, "more")
+	}
+	list, err := mi.s.Machines.Snapshots(name)
+	if err != nil {
+		return replyMachineError(ctx, &c, name, err)
+	}
+	if len(list) == 0 {
+		return c.ReplyNoSuchSnapshot(ctx, name, "")
+	}
+	for i := range list {
+		c.Continues = i < len(list)-1
+		if err := c.ReplyListSnapshots(ctx, toSnapshot(&list[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (mi *machineIface) RemoveSnapshot(ctx context.Context, c ioberthmachine.VarlinkCall, name, snap string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	if err := mi.s.Machines.RemoveSnapshot(name, snap); err != nil {
+		return replySnapshotError(ctx, &c, name, snap, err)
+	}
+	return c.ReplyRemoveSnapshot(ctx)
+}

@@ -34,12 +34,30 @@ check nobody-may-list runuser -u nobody -- berth list
 check start-clones systemctl start systemd-nspawn@m2.service
 check m2-running sh -c "berth show m2 | grep -q 'Running: true'"
 check m2-from-tm sh -c "berth show m2 | grep -q 'Template: tm'"
+# Snapshots: taken while running, restored after stopping.
+echo before > /var/lib/machines/m2/state
+check snapshot-while-running berth snapshot m2 s1
+check snapshot-readonly sh -c "btrfs property get /var/lib/machines/.berth-snapshots/m2/s1 ro | grep -q true"
+check snapshot-listed sh -c "berth snapshot --list m2 | grep -q '^s1 '"
+check snapshot-exists-refused fails_with 'already has a snapshot' berth snapshot m2 s1
+echo after > /var/lib/machines/m2/state
+check restore-running-refused fails_with 'is running' berth restore m2 s1
+systemctl stop systemd-nspawn@m2.service
+check restore berth restore m2 s1
+check restored-content grep -qx before /var/lib/machines/m2/state
+check restored-writable test "$(machinectl show-image m2 -p ReadOnly --value)" = no
+check restore-missing-snapshot fails_with 'has no snapshot' berth restore m2 nope
+check restarts-after-restore systemctl start systemd-nspawn@m2.service
 check remove-running-refused fails_with 'is running' berth remove m2
 check rename-running-refused fails_with 'MachineRunning' varlinkctl call $S io.berth.Machine.Rename '{"name":"m2","newName":"m3"}'
 check remove-force berth remove --force m2
 check removed-force sh -c "! test -e /var/lib/machines/m2 && ! machinectl show m2"
+check snapshots-removed-with-machine test ! -e /var/lib/machines/.berth-snapshots/m2
 
+check snapshot-c1 berth snapshot c1 keep
 check rename berth rename c1 c2
+check snapshots-follow-rename sh -c "berth snapshot --list c2 | grep -q '^keep '"
+check remove-snapshot berth snapshot --remove c2 keep
 check renamed sh -c "machinectl list-images --no-legend | grep -q '^c2 ' && ! test -e /var/lib/machines/c1"
 check rename-to-existing fails_with 'already exists' berth rename c2 tm
 check remove-template-refused fails_with 'is a template' berth remove tm

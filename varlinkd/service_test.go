@@ -147,6 +147,22 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if err := ioberthmachine.Rename().Call(ctx, c, "nope", "other", nil); !errors.As(err, &nsi) {
 		t.Errorf("Rename: %v", err)
 	}
+	if _, err := ioberthmachine.Snapshot().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
+		t.Errorf("Snapshot: %v", err)
+	}
+	if err := ioberthmachine.Restore().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
+		t.Errorf("Restore: %v", err)
+	}
+	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
+		t.Errorf("RemoveSnapshot: %v", err)
+	}
+	recvSnap, err := ioberthmachine.ListSnapshots().Send(ctx, c, varlink.More, "nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := recvSnap(ctx); !errors.As(err, &nsi) {
+		t.Errorf("ListSnapshots: %v", err)
+	}
 }
 
 func TestEveryPoolMethodAnswers(t *testing.T) {

@@ -59,12 +59,13 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 		log.Warningf("%s is not on btrfs: templates are plain directories and clones are copies", poolDir)
 	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
-	for _, err := range tm.Recover() {
+	mm := &machine.Manager{Pool: p, Runtime: machine.Machined{}}
+	for _, err := range append(tm.Recover(), mm.Recover()...) {
 		log.Errorf("%v", err)
 	}
 	notify := func(state string) { daemon.SdNotify(false, state) }
 	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Config: &conf.Loader{Schema: conf.Templates},
-		Machines: &machine.Manager{Pool: p, Runtime: machine.Machined{}},
+		Machines: mm,
 		Auth:     varlinkd.Polkit{}, Log: log, Notify: notify})
 	if err != nil {
 		return err
