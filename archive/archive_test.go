@@ -1,0 +1,224 @@
+package archive_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/archive"
+	"github.com/berth-project/berth/testbed"
+)
+
+// describe lists every entry below root with everything an image must
+// keep: type, mode, owner, mtime, content, link target, device, xattrs,
+// hard-link group and whether a file is sparse.
+func describe(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	inodes := map[uint64]string{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		unix.Lstat(p, &st)
+		line := fmt.Sprintf("%s type=%o mode=%o owner=%d:%d", rel, st.Mode&unix.S_IFMT, st.Mode&0o7777, st.Uid, st.Gid)
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK && rel != "." {
+			line += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			data, _ := os.ReadFile(p)
+			line += fmt.Sprintf(" size=%d sum=%x sparse=%v", len(data), sum(data), st.Blocks*512 < st.Size/2)
+			if st.Nlink > 1 {
+				if first, ok := inodes[st.Ino]; ok {
+					line += " hardlink-of=" + first
+				} else {
+					inodes[st.Ino] = rel
+				}
+			}
+		case unix.S_IFLNK:
+			target, _ := os.Readlink(p)
+			line += " -> " + target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" dev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			buf := make([]byte, 4096)
+			n, _ := unix.Llistxattr(p, buf)
+			names := strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00")
+			sort.Strings(names)
+			for _, x := range names {
+				if x == "" {
+					continue
+				}
+				v := make([]byte, 4096)
+				m, _ := unix.Lgetxattr(p, x, v)
+				line += fmt.Sprintf(" xattr:%s=%x", x, v[:m])
+			}
+		}
+		out = append(out, line)
+		return nil
+	})
+	return out
+}
+
+func sum(b []byte) uint64 {
+	var h uint64 = 14695981039346656037
+	for _, c := range b {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
+
+// tree builds a small root file system with every kind of entry and
+// attribute an image has.
+func tree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755))
+	must(os.MkdirAll(filepath.Join(root, "dev"), 0o755))
+	must(os.MkdirAll(filepath.Join(root, "tmp"), 0o755))
+	must(os.Chmod(filepath.Join(root, "tmp"), 0o1777|os.ModeSticky))
+	must(os.WriteFile(filepath.Join(root, "usr/bin/tool"), bytes.Repeat([]byte("tool "), 20000), 0o755))
+	must(os.Chmod(filepath.Join(root, "usr/bin/tool"), 0o4755|os.ModeSetuid))
+	must(os.WriteFile(filepath.Join(root, "usr/bin/ping"), []byte("ping"), 0o755))
+	// security.capability for cap_net_raw+ep (VFS_CAP_REVISION_2).
+	capv := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	must(unix.Setxattr(filepath.Join(root, "usr/bin/ping"), "security.capability", capv, 0))
+	must(unix.Setxattr(filepath.Join(root, "usr/bin/tool"), "user.note", []byte("kept"), 0))
+	must(os.WriteFile(filepath.Join(root, "owned"), []byte("x"), 0o640))
+	must(os.Lchown(filepath.Join(root, "owned"), 1234, 5678))
+	must(os.Link(filepath.Join(root, "usr/bin/tool"), filepath.Join(root, "usr/bin/tool-link")))
+	must(os.Symlink("tool", filepath.Join(root, "usr/bin/rel-link")))
+	must(os.Symlink("/etc/passwd", filepath.Join(root, "abs-link")))
+	must(os.Lchown(filepath.Join(root, "abs-link"), 42, 42))
+	must(unix.Mknod(filepath.Join(root, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(unix.Mkfifo(filepath.Join(root, "fifo"), 0o600))
+	f, err := os.Create(filepath.Join(root, "sparse"))
+	must(err)
+	must(f.Truncate(64 << 20))
+	f.WriteAt([]byte("end"), 64<<20-3)
+	f.Close()
+	if _, err := exec.LookPath("setfacl"); err == nil {
+		must(exec.Command("setfacl", "-m", "u:1234:r", filepath.Join(root, "owned")).Run())
+	}
+	return root
+}
+
+func TestRoundTripEveryFormat(t *testing.T) {
+	testbed.RequireRoot(t, "xz")
+	src := tree(t)
+	want := describe(t, src)
+	for _, f := range []archive.Format{archive.Tar, archive.Zstd, archive.Xz, archive.Gzip} {
+		t.Run(string(f), func(t *testing.T) {
+			var buf bytes.Buffer
+			cw, err := archive.Compressor(f, &buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := archive.Write(context.Background(), src, cw, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := cw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			r, got, err := archive.Decompressor(&buf)
+			if err != nil || got != f {
+				t.Fatalf("detected %q, %v", got, err)
+			}
+			dst := t.TempDir()
+			if err := archive.Extract(context.Background(), r, dst, nil); err != nil {
+				t.Fatal(err)
+			}
+			r.Close()
+			if got := describe(t, dst); strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("tree differs after %s round trip:\n got:\n%s\nwant:\n%s", f, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
+
+// hostile builds a tar stream from entries.
+func hostile(t *testing.T, entries ...tar.Header) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range entries {
+		h := h
+		if h.Typeflag == tar.TypeReg && h.Size == 0 {
+			h.Size = 4
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write([]byte("evil"))
+		}
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func TestHostileArchives(t *testing.T) {
+	testbed.RequireRoot(t)
+	outside := t.TempDir()
+	target := filepath.Join(outside, "victim")
+	os.WriteFile(target, []byte("safe"), 0o644)
+	reg := func(name string) tar.Header { return tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644} }
+	cases := map[string][]byte{
+		"dotdot":             hostile(t, reg("../../../../"+target)),
+		"absolute":           hostile(t, reg(target)),
+		"symlink-write":      hostile(t, tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: outside}, reg("link/victim")),
+		"symlink-dir-write":  hostile(t, tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "../../../../../" + outside}, reg("d/new")),
+		"hardlink-out":       hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: target}),
+		"hardlink-dotdot":    hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../.." + target}),
+		"device-outside-dev": hostile(t, tar.Header{Name: "etc/sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}),
+		"truncated":          hostile(t, reg("a"))[:514],
+		"huge-size":          hostile(t, tar.Header{Name: "big", Typeflag: tar.TypeReg, Size: 1 << 40, Mode: 0o644})[:2048],
+		"garbage":            bytes.Repeat([]byte("not an archive "), 100),
+		"wrong-compression":  append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 600)...),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			dst := t.TempDir()
+			r, _, err := archive.Decompressor(bytes.NewReader(data))
+			if err == nil {
+				err = archive.Extract(context.Background(), r, dst, nil)
+				r.Close()
+			}
+			if err == nil {
+				t.Fatal("hostile archive accepted")
+			}
+			var ue *archive.UnsafeError
+			t.Logf("refused: %v (unsafe: %v)", err, errors.As(err, &ue))
+			if b, _ := os.ReadFile(target); string(b) != "safe" {
+				t.Fatalf("%s was overwritten", target)
+			}
+			ents, _ := os.ReadDir(outside)
+			if len(ents) != 1 {
+				t.Fatalf("something was written outside: %v", ents)
+			}
+		})
+	}
+}
+
+var _ = io.EOF

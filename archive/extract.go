@@ -1,0 +1,265 @@
+package archive
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// UnsafeError is an archive entry that would reach outside the target or
+// create what an image may not hold there.
+type UnsafeError struct {
+	Name, Reason string
+}
+
+func (e *UnsafeError) Error() string { return fmt.Sprintf("refusing %q: %s", e.Name, e.Reason) }
+
+// clean turns an entry name into a path relative to the target, refusing
+// absolute paths and any .. component.
+func clean(name string) (string, error) {
+	if strings.HasPrefix(name, "/") {
+		return "", &UnsafeError{name, "absolute path"}
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", &UnsafeError{name, "path leaves the image (..)"}
+		}
+	}
+	p := path.Clean(name)
+	if p == "" || strings.ContainsRune(p, 0) {
+		return "", &UnsafeError{name, "empty or NUL in path"}
+	}
+	return p, nil
+}
+
+// later holds what is applied once all content is in place: ownership
+// before modes (chown clears set-id bits), attributes after ownership
+// (chown clears security.capability), times last.
+type later struct {
+	name string
+	hdr  *tar.Header
+}
+
+// Extract unpacks the tar stream r into dir, which must be an empty
+// directory. Everything goes through an os.Root on dir, so no entry,
+// symlink or hard link can make it write outside; device nodes are only
+// accepted below dev/. On error dir is left half-filled for the caller to
+// remove.
+func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	tr := tar.NewReader(r)
+	var (
+		meta []later
+		done int64
+		buf  = make([]byte, 1<<16)
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		name, err := clean(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name != "." {
+			if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if name != "." {
+				if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+			}
+		case tar.TypeReg, tar.TypeRegA:
+			n, err := writeSparse(root, name, tr, hdr.Size, buf)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if done += n; count != nil {
+				count(done)
+			}
+		case tar.TypeLink:
+			target, err := clean(hdr.Linkname)
+			if err != nil {
+				return err
+			}
+			if err := root.Link(target, name); err != nil {
+				return fmt.Errorf("hard link %s to %s: %w", name, target, err)
+			}
+			continue // shares the target's attributes
+		case tar.TypeSymlink:
+			// The target is only data; os.Root refuses to follow it out
+			// when later entries are written through it.
+			if err := root.Symlink(hdr.Linkname, name); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			if err := mknod(root, name, hdr); err != nil {
+				return err
+			}
+		case tar.TypeXGlobalHeader:
+			continue
+		default:
+			return &UnsafeError{hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag)}
+		}
+		meta = append(meta, later{name, hdr})
+	}
+	return applyMeta(root, meta)
+}
+
+// writeSparse writes size bytes from r to a new file, seeking over blocks
+// of zeros so that sparse files stay sparse.
+func writeSparse(root *os.Root, name string, r io.Reader, size int64, buf []byte) (int64, error) {
+	f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var off int64
+	for off < size {
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
+		if err != nil {
+			return off, fmt.Errorf("archive ends inside the file: %w", err)
+		}
+		chunk := buf[:n]
+		if allZero(chunk) {
+			if _, err := f.Seek(int64(n), io.SeekCurrent); err != nil {
+				return off, err
+			}
+		} else if _, err := f.Write(chunk); err != nil {
+			return off, err
+		}
+		off += int64(n)
+	}
+	return off, f.Truncate(size)
+}
+
+var zeros = make([]byte, 1<<16)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
+
+func mknod(root *os.Root, name string, hdr *tar.Header) error {
+	mode := uint32(unix.S_IFIFO)
+	if hdr.Typeflag != tar.TypeFifo {
+		if name != "dev" && !strings.HasPrefix(name, "dev/") {
+			return &UnsafeError{hdr.Name, "device node outside /dev"}
+		}
+		mode = unix.S_IFCHR
+		if hdr.Typeflag == tar.TypeBlock {
+			mode = unix.S_IFBLK
+		}
+	}
+	parent, err := root.Open(path.Dir(name))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer parent.Close()
+	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
+	if err := unix.Mknodat(int(parent.Fd()), path.Base(name), mode|0o600, int(dev)); err != nil {
+		return fmt.Errorf("mknod %s: %w", name, err)
+	}
+	return nil
+}
+
+func applyMeta(root *os.Root, meta []later) error {
+	for _, m := range meta {
+		if err := root.Lchown(m.name, m.hdr.Uid, m.hdr.Gid); err != nil {
+			return fmt.Errorf("chown %s: %w", m.name, err)
+		}
+	}
+	for _, m := range meta {
+		if m.hdr.Typeflag == tar.TypeSymlink {
+			continue // symlinks have no mode of their own
+		}
+		if err := root.Chmod(m.name, os.FileMode(m.hdr.Mode&0o777)|modeBits(m.hdr.Mode)); err != nil {
+			return fmt.Errorf("chmod %s: %w", m.name, err)
+		}
+		if err := setXattrs(root, m); err != nil {
+			return err
+		}
+	}
+	// Times last, deepest first, so setting a child does not touch its
+	// directory's time again.
+	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
+	for _, m := range meta {
+		parent, err := root.Open(path.Dir(m.name))
+		if err != nil {
+			return err
+		}
+		base := path.Base(m.name)
+		if m.name == "." {
+			base = "."
+		}
+		ts := []unix.Timespec{unix.NsecToTimespec(m.hdr.ModTime.UnixNano()), unix.NsecToTimespec(m.hdr.ModTime.UnixNano())}
+		err = unix.UtimesNanoAt(int(parent.Fd()), base, ts, unix.AT_SYMLINK_NOFOLLOW)
+		parent.Close()
+		if err != nil {
+			return fmt.Errorf("set times of %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// modeBits carries set-uid, set-gid and sticky from a tar mode into Go's.
+func modeBits(mode int64) os.FileMode {
+	var m os.FileMode
+	if mode&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if mode&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if mode&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m
+}
+
+// setXattrs applies the entry's extended attributes through a descriptor,
+// for files and directories (device nodes and fifos are not opened).
+func setXattrs(root *os.Root, m later) error {
+	var names []string
+	for k := range m.hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			names = append(names, k)
+		}
+	}
+	if len(names) == 0 || (m.hdr.Typeflag != tar.TypeReg && m.hdr.Typeflag != tar.TypeRegA && m.hdr.Typeflag != tar.TypeDir) {
+		return nil
+	}
+	f, err := root.OpenFile(m.name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.name, err)
+	}
+	defer f.Close()
+	sort.Strings(names)
+	for _, k := range names {
+		if err := unix.Fsetxattr(int(f.Fd()), strings.TrimPrefix(k, xattrPrefix), []byte(m.hdr.PAXRecords[k]), 0); err != nil {
+			return fmt.Errorf("set xattr %s on %s: %w", strings.TrimPrefix(k, xattrPrefix), m.name, err)
+		}
+	}
+	return nil
+}
