@@ -86,8 +86,17 @@ func explainMachine(err error) (string, bool) {
 		pf  *ioberthmachine.PoolFailed
 		ns  *ioberthmachine.NoSuchSnapshot
 		se  *ioberthmachine.SnapshotExists
+		ae  *ioberthmachine.ArchiveExists
+		ba  *ioberthmachine.BadArchive
+		ua  *ioberthmachine.UnsafeArchive
 	)
 	switch {
+	case errors.As(err, &ae):
+		return fmt.Sprintf("%s exists; pass --force to replace it", ae.Path), true
+	case errors.As(err, &ba):
+		return fmt.Sprintf("cannot import %s: %s", ba.Path, ba.Reason), true
+	case errors.As(err, &ua):
+		return fmt.Sprintf("refusing %s: entry %q: %s; nothing was imported", ua.Path, ua.Entry, ua.Reason), true
 	case errors.As(err, &ns):
 		return fmt.Sprintf("machine %q has no snapshot %q (berth snapshot --list %s)", ns.Name, ns.Snapshot, ns.Name), true
 	case errors.As(err, &se):

@@ -53,6 +53,8 @@ type Runtime interface {
 type Manager struct {
 	Pool    *pool.Pool
 	Runtime Runtime
+	// StateDir records exports in progress (/run/berth/transfers in berthd).
+	StateDir string
 }
 
 // record is the part of a template's record (template.json) we read.

@@ -181,7 +181,8 @@ func (m *Manager) Restore(ctx context.Context, name, snap string) (err error) {
 	return nil
 }
 
-// Recover deletes snapshots left half-made by an interrupted berthd.
+// Recover deletes snapshots and export files left half-made by an
+// interrupted berthd.
 func (m *Manager) Recover() []error {
 	var errs []error
 	left, _ := filepath.Glob(filepath.Join(m.Pool.Dir, ".berth-snapshots", "*", ".#*"))
@@ -190,7 +191,7 @@ func (m *Manager) Recover() []error {
 			errs = append(errs, err)
 		}
 	}
-	return errs
+	return append(errs, m.recoverTransfers()...)
 }
 
 // RemoveSnapshot deletes one snapshot.

@@ -3,8 +3,12 @@ package varlinkd
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
+	"time"
 
+	"github.com/berth-project/berth/archive"
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/machine"
 	"github.com/berth-project/berth/pool"
@@ -209,4 +213,96 @@ func (mi *machineIface) RemoveSnapshot(ctx context.Context, c ioberthmachine.Var
 		return replySnapshotError(ctx, &c, name, snap, err)
 	}
 	return c.ReplyRemoveSnapshot(ctx)
+}
+
+// streamer sends progress replies of a 'more' call at most ten times a
+// second; a failed send means the caller is gone.
+type streamer struct {
+	c      *ioberthmachine.VarlinkCall
+	cancel context.CancelFunc
+	last   time.Time
+	send   func(p *ioberthmachine.Progress) error
+}
+
+func (st *streamer) report(phase string, done, total int64) {
+	if !st.c.WantsMore() || time.Since(st.last) < 100*time.Millisecond {
+		return
+	}
+	st.last = time.Now()
+	pct := int64(0)
+	if total > 0 {
+		pct = min(99, done*100/total)
+	}
+	st.c.Continues = true
+	msg := fmt.Sprintf("%.1f of %.1f MB", float64(done)/1e6, float64(total)/1e6)
+	if err := st.send(&ioberthmachine.Progress{Phase: phase, Percent: pct, Message: msg}); err != nil {
+		st.cancel()
+	}
+}
+
+// replyTransferError adds archive errors to replyMachineError.
+func replyTransferError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, path string, err error) error {
+	var ue *archive.UnsafeError
+	switch {
+	case errors.As(err, &ue):
+		return c.ReplyUnsafeArchive(ctx, path, ue.Name, ue.Reason)
+	case errors.Is(err, machine.ErrArchiveExists):
+		return c.ReplyArchiveExists(ctx, path)
+	case errors.Is(err, machine.ErrBadArchive):
+		return c.ReplyBadArchive(ctx, path, err.Error())
+	}
+	return replyMachineError(ctx, c, name, err)
+}
+
+func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall, name, path string, format *string, force, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	f, err := archive.FormatOf(path)
+	if format != nil {
+		f = archive.Format(*format)
+		_, err = archive.Compressor(f, io.Discard)
+	} else if err != nil {
+		f, err = archive.Zstd, nil
+	}
+	if err != nil {
+		return c.ReplyInvalidParameter(ctx, "format")
+	}
+	done := mi.s.operation("Exporting " + name + "...")
+	defer done()
+	opCtx, cancel := hangup(ctx, &c.Call)
+	defer cancel()
+	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
+		return c.ReplyExport(ctx, p, nil, nil)
+	}}
+	size, err := mi.s.Machines.Export(opCtx, name, path, f, force != nil && *force, func(d, t int64) { st.report("export", d, t) })
+	c.Continues = false
+	if err != nil {
+		mi.s.Log.Infof("export %s: %v", name, err)
+		return replyTransferError(ctx, &c, name, path, err)
+	}
+	mi.s.Log.Infof("machine %s exported to %s", name, path)
+	return c.ReplyExport(ctx, nil, &path, &size)
+}
+
+func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, path, name string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	done := mi.s.operation("Importing " + name + "...")
+	defer done()
+	opCtx, cancel := hangup(ctx, &c.Call)
+	defer cancel()
+	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
+		return c.ReplyImport(ctx, p, nil)
+	}}
+	img, err := mi.s.Machines.Import(opCtx, path, name, func(d, t int64) { st.report("import", d, t) })
+	c.Continues = false
+	if err != nil {
+		mi.s.Log.Infof("import %s: %v", name, err)
+		return replyTransferError(ctx, &c, name, path, err)
+	}
+	mi.s.Log.Infof("machine %s imported from %s", name, path)
+	info := toImage(img)
+	return c.ReplyImport(ctx, nil, &info)
 }

@@ -156,6 +156,13 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
 		t.Errorf("RemoveSnapshot: %v", err)
 	}
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "nope", "/tmp/x.tar", nil, nil, nil); !errors.As(err, &nsi) {
+		t.Errorf("Export: %v", err)
+	}
+	var ba *ioberthmachine.BadArchive
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, "/nonexistent.tar", "imp", nil); !errors.As(err, &ba) {
+		t.Errorf("Import: %v", err)
+	}
 	recvSnap, err := ioberthmachine.ListSnapshots().Send(ctx, c, varlink.More, "nope")
 	if err != nil {
 		t.Fatal(err)

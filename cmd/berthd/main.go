@@ -59,7 +59,7 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 		log.Warningf("%s is not on btrfs: templates are plain directories and clones are copies", poolDir)
 	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
-	mm := &machine.Manager{Pool: p, Runtime: machine.Machined{}}
+	mm := &machine.Manager{Pool: p, Runtime: machine.Machined{}, StateDir: "/run/berth/transfers"}
 	for _, err := range append(tm.Recover(), mm.Recover()...) {
 		log.Errorf("%v", err)
 	}
