@@ -89,8 +89,17 @@ func explainMachine(err error) (string, bool) {
 		ae  *ioberthmachine.ArchiveExists
 		ba  *ioberthmachine.BadArchive
 		ua  *ioberthmachine.UnsafeArchive
+		df  *ioberthmachine.DownloadFailed
+		cm  *ioberthmachine.ChecksumMismatch
 	)
 	switch {
+	case errors.As(err, &df):
+		return fmt.Sprintf("download failed: %s", df.Reason), true
+	case errors.As(err, &cm):
+		if cm.Expected == "" {
+			return fmt.Sprintf("%s has no entry in the SHA256SUMS next to it; nothing was imported (--verify no skips the check)", cm.Url), true
+		}
+		return fmt.Sprintf("%s does not match SHA256SUMS (got %s, expected %s); nothing was imported", cm.Url, cm.Actual, cm.Expected), true
 	case errors.As(err, &ae):
 		return fmt.Sprintf("%s exists; pass --force to replace it", ae.Path), true
 	case errors.As(err, &ba):

@@ -90,3 +90,28 @@ func importCmd(e *env, args []string) int {
 		return err
 	})
 }
+
+func init() {
+	register("pull", verb{usage: "pull [--verify checksum|no] URL NAME", help: "download a tar archive and import it, checked against SHA256SUMS", run: pullCmd})
+}
+
+func pullCmd(e *env, args []string) int {
+	fs := e.flags("pull")
+	verify := fs.String("verify", "checksum", "checksum (SHA256SUMS next to the archive) or no")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		interactive := isTerminal(os.Stdin)
+		recv, err := ioberthmachine.Pull().Send(ctx, c, varlink.More, fs.Arg(0), fs.Arg(1), verify, &interactive)
+		if err != nil {
+			return err
+		}
+		img, err := follow(ctx, e, recv)
+		if err == nil && img != nil {
+			fmt.Fprintf(e.stdout, "machine %s pulled to %s (%s)\n", img.Name, img.Path, img.Type)
+		}
+		return err
+	})
+}

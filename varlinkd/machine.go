@@ -306,3 +306,35 @@ func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall
 	info := toImage(img)
 	return c.ReplyImport(ctx, nil, &info)
 }
+
+func (mi *machineIface) Pull(ctx context.Context, c ioberthmachine.VarlinkCall, url, name string, verify *string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	check := verify == nil || *verify == "checksum"
+	if verify != nil && *verify != "checksum" && *verify != "no" {
+		return c.ReplyInvalidParameter(ctx, "verify")
+	}
+	done := mi.s.operation("Pulling " + name + "...")
+	defer done()
+	opCtx, cancel := hangup(ctx, &c.Call)
+	defer cancel()
+	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
+		return c.ReplyPull(ctx, p, nil)
+	}}
+	img, err := mi.s.Machines.Pull(opCtx, url, name, check, st.report)
+	c.Continues = false
+	var ce *machine.ChecksumError
+	switch {
+	case errors.As(err, &ce):
+		return c.ReplyChecksumMismatch(ctx, url, ce.Expected, ce.Actual)
+	case errors.Is(err, machine.ErrDownload):
+		return c.ReplyDownloadFailed(ctx, url, err.Error())
+	case err != nil:
+		mi.s.Log.Infof("pull %s: %v", name, err)
+		return replyTransferError(ctx, &c, name, url, err)
+	}
+	mi.s.Log.Infof("machine %s pulled from %s", name, url)
+	info := toImage(img)
+	return c.ReplyPull(ctx, nil, &info)
+}

@@ -163,6 +163,10 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if _, _, err := ioberthmachine.Import().Call(ctx, c, "/nonexistent.tar", "imp", nil); !errors.As(err, &ba) {
 		t.Errorf("Import: %v", err)
 	}
+	var df *ioberthmachine.DownloadFailed
+	if _, _, err := ioberthmachine.Pull().Call(ctx, c, "ftp://x/y.tar", "p", nil, nil); !errors.As(err, &df) {
+		t.Errorf("Pull: %v", err)
+	}
 	recvSnap, err := ioberthmachine.ListSnapshots().Send(ctx, c, varlink.More, "nope")
 	if err != nil {
 		t.Fatal(err)

@@ -50,6 +50,18 @@ check machinectl-export machinectl export-tar --format=gzip c1 /srv/out/mc.tar.g
 check berth-imports-machinectl berth import /srv/out/mc.tar.gz fromm
 check berth-import-identical test "$(treesum /var/lib/machines/fromm)" = "$want"
 
+# Pull from a local web server, checked against SHA256SUMS.
+(cd /srv/out && sha256sum c1.tar.xz > SHA256SUMS && echo "$(printf '0%.0s' $(seq 64))  c1.tar.gz" >> SHA256SUMS)
+busybox httpd -p 127.0.0.1:8099 -h /srv/out
+check pull-good berth pull http://127.0.0.1:8099/c1.tar.xz pulled
+check pull-identical test "$(treesum /var/lib/machines/pulled)" = "$want"
+check pull-bad-checksum fails_with 'does not match SHA256SUMS' berth pull http://127.0.0.1:8099/c1.tar.gz pbad
+check pull-no-entry fails_with 'no entry in the SHA256SUMS' berth pull http://127.0.0.1:8099/c1.tar pnone
+check pull-404 fails_with 'download failed' berth pull --verify no http://127.0.0.1:8099/missing.tar p404
+check pull-unverified berth pull --verify no http://127.0.0.1:8099/c1.tar punv
+check pull-varlinkctl sh -c "varlinkctl call --more $S io.berth.Machine.Pull '{\"url\":\"http://127.0.0.1:8099/c1.tar.xz\",\"name\":\"pv\"}' | grep -q '\"percent\"'"
+check pull-failures-left-nothing sh -c "! ls -A /var/lib/machines | grep -E '^(pbad|pnone|p404)$|^\.#berth-'"
+
 # Hostile and broken archives: refused, nothing left, nothing outside.
 mkdir -p /srv/evil/link && cd /srv/evil && ln -sfn /srv/outside link2 && mkdir -p /srv/outside
 tar --numeric-owner -cf /srv/out/dotdot.tar --transform 's|^|../../../|' -C / etc/hostname 2>/dev/null

@@ -2,7 +2,7 @@
 
 // Machines: writable trees in the machine pool, cloned from templates and
 // run by systemd-nspawn@NAME.service, with read-only snapshots, exported
-// to and imported from tar archives. (Pull comes in a later version.)
+// to and imported from tar archives, and pulled from URLs.
 package ioberthmachine
 
 import (
@@ -63,6 +63,31 @@ type SnapshotExists struct {
 func (e SnapshotExists) Error() string {
 	s := "io.berth.Machine.SnapshotExists"
 	s += fmt.Sprintf("(Name: %v, Snapshot: %v)", e.Name, e.Snapshot)
+	return s
+}
+
+// The download failed.
+type DownloadFailed struct {
+	Url    string `json:"url"`
+	Reason string `json:"reason"`
+}
+
+func (e DownloadFailed) Error() string {
+	s := "io.berth.Machine.DownloadFailed"
+	s += fmt.Sprintf("(Url: %v, Reason: %v)", e.Url, e.Reason)
+	return s
+}
+
+// The archive does not match its SHA256SUMS entry, or has none.
+type ChecksumMismatch struct {
+	Url      string `json:"url"`
+	Expected string `json:"expected"`
+	Actual   string `json:"actual"`
+}
+
+func (e ChecksumMismatch) Error() string {
+	s := "io.berth.Machine.ChecksumMismatch"
+	s += fmt.Sprintf("(Url: %v, Expected: %v, Actual: %v)", e.Url, e.Expected, e.Actual)
 	return s
 }
 
@@ -225,6 +250,28 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param SnapshotExists
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.DownloadFailed":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param DownloadFailed
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.ChecksumMismatch":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param ChecksumMismatch
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -1091,6 +1138,85 @@ func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, path
 	}, nil
 }
 
+// Download a tar archive from an http(s) URL and import it as machine name.
+// Unless verify is "no", the archive's SHA-256 must match its line in the
+// SHA256SUMS file next to it, the layout systemd-importd uses.
+// [Supports 'more' flag]
+type Pull_methods struct{}
+
+func Pull() Pull_methods { return Pull_methods{} }
+
+func (m Pull_methods) Call(ctx context.Context, c *varlink.Connection, url_in_ string, name_in_ string, verify_in_ *string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, machine_out_ *ImageInfo, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, url_in_, name_in_, verify_in_, allowInteractiveAuthentication_in_)
+	if err_ != nil {
+		return
+	}
+	progress_out_, machine_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Pull_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, url_in_ string, name_in_ string, verify_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *ImageInfo, uint64, error), error) {
+	var in struct {
+		Url                            string  `json:"url"`
+		Name                           string  `json:"name"`
+		Verify                         *string `json:"verify,omitempty"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Url = url_in_
+	in.Name = name_in_
+	in.Verify = verify_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Send(ctx, "io.berth.Machine.Pull", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, err error) {
+		var out struct {
+			Progress *Progress  `json:"progress,omitempty"`
+			Machine  *ImageInfo `json:"machine,omitempty"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		progress_out_ = out.Progress
+		machine_out_ = out.Machine
+		return
+	}, nil
+}
+
+func (m Pull_methods) Upgrade(ctx context.Context, c *varlink.Connection, url_in_ string, name_in_ string, verify_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Url                            string  `json:"url"`
+		Name                           string  `json:"name"`
+		Verify                         *string `json:"verify,omitempty"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Url = url_in_
+	in.Name = name_in_
+	in.Verify = verify_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Upgrade(ctx, "io.berth.Machine.Pull", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Progress *Progress  `json:"progress,omitempty"`
+			Machine  *ImageInfo `json:"machine,omitempty"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		progress_out_ = out.Progress
+		machine_out_ = out.Machine
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type ioberthmachineInterface interface {
@@ -1105,6 +1231,7 @@ type ioberthmachineInterface interface {
 	RemoveSnapshot(ctx context.Context, c VarlinkCall, name_ string, snapshot_ string, allowInteractiveAuthentication_ *bool) error
 	Export(ctx context.Context, c VarlinkCall, name_ string, path_ string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error
 	Import(ctx context.Context, c VarlinkCall, path_ string, name_ string, allowInteractiveAuthentication_ *bool) error
+	Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error
 }
 
 // Generated service object with all methods
@@ -1127,6 +1254,23 @@ func (c *VarlinkCall) ReplySnapshotExists(ctx context.Context, name_ string, sna
 	out.Name = name_
 	out.Snapshot = snapshot_
 	return c.ReplyError(ctx, "io.berth.Machine.SnapshotExists", &out)
+}
+
+// The download failed.
+func (c *VarlinkCall) ReplyDownloadFailed(ctx context.Context, url_ string, reason_ string) error {
+	var out DownloadFailed
+	out.Url = url_
+	out.Reason = reason_
+	return c.ReplyError(ctx, "io.berth.Machine.DownloadFailed", &out)
+}
+
+// The archive does not match its SHA256SUMS entry, or has none.
+func (c *VarlinkCall) ReplyChecksumMismatch(ctx context.Context, url_ string, expected_ string, actual_ string) error {
+	var out ChecksumMismatch
+	out.Url = url_
+	out.Expected = expected_
+	out.Actual = actual_
+	return c.ReplyError(ctx, "io.berth.Machine.ChecksumMismatch", &out)
 }
 
 // The archive file exists; pass force to replace it.
@@ -1300,6 +1444,16 @@ func (c *VarlinkCall) ReplyImport(ctx context.Context, progress_ *Progress, mach
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyPull(ctx context.Context, progress_ *Progress, machine_ *ImageInfo) error {
+	var out struct {
+		Progress *Progress  `json:"progress,omitempty"`
+		Machine  *ImageInfo `json:"machine,omitempty"`
+	}
+	out.Progress = progress_
+	out.Machine = machine_
+	return c.Reply(ctx, &out)
+}
+
 // Generated dummy implementations for all varlink methods
 
 // Make a writable machine from a template: a btrfs snapshot (nested
@@ -1373,6 +1527,14 @@ func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ stri
 // [Supports 'more' flag]
 func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, path_ string, name_ string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Import")
+}
+
+// Download a tar archive from an http(s) URL and import it as machine name.
+// Unless verify is "no", the archive's SHA-256 must match its line in the
+// SHA256SUMS file next to it, the layout systemd-importd uses.
+// [Supports 'more' flag]
+func (s *VarlinkInterface) Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Pull")
 }
 
 // Generated method call dispatcher
@@ -1500,6 +1662,19 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 		}
 		return s.ioberthmachineInterface.Import(ctx, VarlinkCall{call}, in.Path, in.Name, in.AllowInteractiveAuthentication)
 
+	case "Pull":
+		var in struct {
+			Url                            string  `json:"url"`
+			Name                           string  `json:"name"`
+			Verify                         *string `json:"verify,omitempty"`
+			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.ioberthmachineInterface.Pull(ctx, VarlinkCall{call}, in.Url, in.Name, in.Verify, in.AllowInteractiveAuthentication)
+
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
 	}
@@ -1516,7 +1691,7 @@ func (s *VarlinkInterface) VarlinkGetName() string {
 func (s *VarlinkInterface) VarlinkGetDescription() string {
 	return `# Machines: writable trees in the machine pool, cloned from templates and
 # run by systemd-nspawn@NAME.service, with read-only snapshots, exported
-# to and imported from tar archives. (Pull comes in a later version.)
+# to and imported from tar archives, and pulled from URLs.
 interface io.berth.Machine
 
 # An image in the pool, template or machine.
@@ -1645,6 +1820,24 @@ method Import(
 	name: string,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, machine: ?ImageInfo)
+
+# Download a tar archive from an http(s) URL and import it as machine name.
+# Unless verify is "no", the archive's SHA-256 must match its line in the
+# SHA256SUMS file next to it, the layout systemd-importd uses.
+# [Supports 'more' flag]
+method Pull(
+	url: string,
+	name: string,
+	# "checksum" (default) or "no".
+	verify: ?string,
+	allowInteractiveAuthentication: ?bool
+) -> (progress: ?Progress, machine: ?ImageInfo)
+
+# The download failed.
+error DownloadFailed(url: string, reason: string)
+
+# The archive does not match its SHA256SUMS entry, or has none.
+error ChecksumMismatch(url: string, expected: string, actual: string)
 
 # The archive file exists; pass force to replace it.
 error ArchiveExists(path: string)
