@@ -38,6 +38,12 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 	if _, err := os.Lstat(dst); err == nil && !force {
 		return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
 	}
+	// No restore, rename or removal may change the tree under the archive.
+	unlock, err := m.Pool.Lock(name)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	src := img.Path
 	if img.Running {
 		if img.Type != "subvolume" {

@@ -222,6 +222,24 @@ func TestRefusedCallerChangesNothing(t *testing.T) {
 	if err := ioberthmachine.Rename().Call(ctx, c, "a", "b", nil); !errors.As(err, &mpd) {
 		t.Errorf("Rename: %v", err)
 	}
+	if _, err := ioberthmachine.Snapshot().Call(ctx, c, "a", "s", nil); !errors.As(err, &mpd) {
+		t.Errorf("Snapshot: %v", err)
+	}
+	if err := ioberthmachine.Restore().Call(ctx, c, "a", "s", nil); !errors.As(err, &mpd) {
+		t.Errorf("Restore: %v", err)
+	}
+	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "a", "s", nil); !errors.As(err, &mpd) {
+		t.Errorf("RemoveSnapshot: %v", err)
+	}
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "a", "/tmp/a.tar", nil, nil, nil); !errors.As(err, &mpd) {
+		t.Errorf("Export: %v", err)
+	}
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, "/tmp/a.tar", "a", nil); !errors.As(err, &mpd) {
+		t.Errorf("Import: %v", err)
+	}
+	if _, _, err := ioberthmachine.Pull().Call(ctx, c, "http://127.0.0.1/a.tar", "a", nil, nil); !errors.As(err, &mpd) {
+		t.Errorf("Pull: %v", err)
+	}
 	var ppd *ioberthpool.PermissionDenied
 	if _, err := ioberthpool.CleanCache().Call(ctx, c, nil); !errors.As(err, &ppd) || ppd.Action != varlinkd.ActionManagePool {
 		t.Errorf("CleanCache: %v", err)

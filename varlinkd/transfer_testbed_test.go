@@ -75,6 +75,31 @@ check refuse-garbage fails_with 'cannot import' berth import /srv/out/garbage.ta
 check nothing-outside test -z "$(ls -A /srv/outside)"
 check no-partial-images sh -c "! ls /var/lib/machines | grep -E '^evil|\.#berth-'"
 
+# Every changing method refuses an unauthorized caller.
+for call in "Clone {\"template\":\"tm\",\"name\":\"x\"}" "Remove {\"name\":\"c1\"}" "Rename {\"name\":\"c1\",\"newName\":\"x\"}" \
+	"Snapshot {\"name\":\"c1\",\"snapshot\":\"x\"}" "Restore {\"name\":\"c1\",\"snapshot\":\"x\"}" "RemoveSnapshot {\"name\":\"c1\",\"snapshot\":\"x\"}" \
+	"Export {\"name\":\"c1\",\"path\":\"/tmp/x.tar\"}" "Import {\"path\":\"/srv/out/c1.tar\",\"name\":\"x\"}" "Pull {\"url\":\"http://127.0.0.1:8099/c1.tar.xz\",\"name\":\"x\"}"; do
+	m=${call%% *}; args=${call#* }
+	check "nobody-refused-$m" fails_with 'io.berth.Machine.PermissionDenied' runuser -u nobody -- varlinkctl call $S io.berth.Machine.$m "$args"
+done
+check refused-changed-nothing sh -c "test -d /var/lib/machines/c1 && ! test -e /var/lib/machines/x && ! test -e /tmp/x.tar"
+
+# Concurrent operations on one image: a clear Busy, never a half-done tree.
+varlinkctl call --more $S io.berth.Machine.Export '{"name":"c1","path":"/srv/out/busy.tar.xz"}' > /dev/null 2>&1 &
+wait_until 30 sh -c "ls -A /srv/out | grep -q '^.#berth-busy'"
+check busy-remove fails_with 'io.berth.Machine.Busy' varlinkctl call $S io.berth.Machine.Remove '{"name":"c1"}'
+check busy-restore fails_with 'io.berth.Machine.Busy' varlinkctl call $S io.berth.Machine.Rename '{"name":"c1","newName":"c9"}'
+wait
+check busy-export-finished test -s /srv/out/busy.tar.xz
+
+# Kill berthd during an import: no partial image once it runs again.
+varlinkctl call --more $S io.berth.Machine.Import '{"path":"/srv/out/c1.tar.xz","name":"halfway"}' > /dev/null 2>&1 &
+wait_until 30 sh -c "ls -A /var/lib/machines | grep -q '^.#berth-halfway'"
+systemctl kill -s KILL berthd.service
+wait
+berth list > /dev/null
+check no-partial-import sh -c "! ls -A /var/lib/machines | grep -E 'halfway'"
+
 # Kill berthd during an export: no partial archive once it runs again.
 varlinkctl call --more $S io.berth.Machine.Export '{"name":"c1","path":"/srv/out/killed.tar.xz"}' > /dev/null 2>&1 &
 wait_until 30 sh -c "ls -A /srv/out | grep -q '^.#berth-'"
