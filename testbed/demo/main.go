@@ -15,20 +15,24 @@ import (
 
 const script = `
 systemctl start berthd.socket
-# Starting the machine builds its template first (berth-template@bookworm).
+show berth pool show
+# Starting the machine builds its template (berth-template@bookworm) and
+# clones the machine from it, because its image does not exist yet.
 check web-started systemctl start systemd-nspawn@web.service
 show cat /etc/berth/templates/bookworm.toml
 show cat /etc/berth/machines/web.toml /etc/berth/machines/web.toml.d/10-template.toml
-show berth template list
+show berth list
 show machinectl list-images
+show systemctl status --no-pager --lines=0 systemd-nspawn@web.service
+check web-serves-page wait_until 20 busybox wget -qO /tmp/page http://127.0.0.1:8080/
+show cat /tmp/page
+show berth snapshot web before-change
+show berth export web /srv/web.tar.zst
+show berth import /srv/web.tar.zst web-copy
 show berth template create bookworm-less --suite bookworm --include less
-show berth verify
+show berth list
 show cat /run/systemd/nspawn/web.nspawn
 show systemctl cat systemd-nspawn@web.service
-show systemctl status --no-pager --lines=0 systemd-nspawn@web.service
-show machinectl list
-check web-serves-page wait_until 10 busybox wget -qO /tmp/page http://127.0.0.1:8080/
-show cat /tmp/page
 `
 
 func main() {
@@ -65,13 +69,10 @@ func main() {
 		Files: map[string]string{
 			"/etc/berth/machines/web.toml":                    string(example),
 			"/etc/berth/machines/web.toml.d/10-template.toml": "[Machine]\nTemplate = \"bookworm\"\n",
-			"/etc/berth/templates/bookworm.toml":              "[Template]\nSuite = \"bookworm\"\nVariant = \"minbase\"\n",
+			"/etc/berth/templates/bookworm.toml":              "[Template]\nSuite = \"bookworm\"\nVariant = \"minbase\"\nInclude = [\"busybox\"]\n",
 			"/srv/www/index.html":                             "hello from a berth machine\n",
 		},
 		Script: script,
-		Prepare: func(root string) error {
-			return testbed.BusyboxMachine(root, "web")
-		},
 	})
 	if err != nil {
 		fail(err)
@@ -80,5 +81,5 @@ func main() {
 	if f := res.Failed(); len(f) > 0 {
 		fail(fmt.Errorf("%s: %s", f[0].Name, f[0].Detail))
 	}
-	fmt.Println("== the template was built and the machine ran from its TOML file; the testbed is gone again")
+	fmt.Println("== template built, machine cloned, started, serving, snapshotted, exported and imported; the testbed is gone again")
 }
