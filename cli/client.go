@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
@@ -216,4 +218,49 @@ func collect[T any](ctx context.Context, recv func(context.Context) (T, uint64, 
 			return all, nil
 		}
 	}
+}
+
+// table describes how a list prints for people.
+type table[T any] struct {
+	header string        // tab-separated column names
+	row    func(T) []any // one value per column
+	noun   string        // for the "N things listed." footer; "" for none
+}
+
+// printList prints the replies of a 'more' call as JSON or as a table. empty
+// says which error means "nothing to list".
+func printList[T any](e *env, ctx context.Context, asJSON bool, recv func(context.Context) (T, uint64, error), empty func(error) bool, t table[T]) error {
+	all, err := collect(ctx, recv, empty)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		printJSON(e.stdout, all)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, t.header)
+	for _, v := range all {
+		cols := t.row(v)
+		for i, c := range cols {
+			sep := "\t"
+			if i == len(cols)-1 {
+				sep = "\n"
+			}
+			fmt.Fprintf(tw, "%v%s", c, sep)
+		}
+	}
+	tw.Flush()
+	if t.noun != "" {
+		fmt.Fprintf(e.stdout, "\n%d %s listed.\n", len(all), t.noun)
+	}
+	return nil
+}
+
+// timestamp formats a µs timestamp, or "" without one.
+func timestamp(us *int64) string {
+	if us == nil {
+		return ""
+	}
+	return time.UnixMicro(*us).Format(time.DateTime)
 }

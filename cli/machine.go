@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
-	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -65,29 +63,15 @@ func machineList(e *env, args []string) int {
 		if err != nil {
 			return err
 		}
-		all, err := collect(ctx, recv, func(err error) bool {
+		return printList(e, ctx, *asJSON, recv, func(err error) bool {
 			var nsi *ioberthmachine.NoSuchImage
 			return errors.As(err, &nsi) && nsi.Name == ""
+		}, table[ioberthmachine.ImageInfo]{
+			header: "NAME\tKIND\tTYPE\tRO\tRUNNING\tTEMPLATE\tCREATED", noun: "images",
+			row: func(i ioberthmachine.ImageInfo) []any {
+				return []any{i.Name, i.Kind, i.Type, i.ReadOnly, i.Running, deref(i.Template), timestamp(i.CreationTimestamp)}
+			},
 		})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			printJSON(e.stdout, all)
-			return nil
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKIND\tTYPE\tRO\tRUNNING\tTEMPLATE\tCREATED")
-		for _, i := range all {
-			created := ""
-			if i.CreationTimestamp != nil {
-				created = time.UnixMicro(*i.CreationTimestamp).Format(time.DateTime)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%s\t%s\n", i.Name, i.Kind, i.Type, i.ReadOnly, i.Running, deref(i.Template), created)
-		}
-		tw.Flush()
-		fmt.Fprintf(e.stdout, "\n%d images listed.\n", len(all))
-		return nil
 	})
 }
 

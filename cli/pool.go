@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/varlink/go/varlink"
 
@@ -120,27 +119,18 @@ func cacheCmd(e *env, args []string) int {
 		if err != nil {
 			return err
 		}
-		all, err := collect(ctx, recv, func(err error) bool {
+		return printList(e, ctx, *asJSON, recv, func(err error) bool {
 			var empty *ioberthpool.CacheEmpty
 			return errors.As(err, &empty)
+		}, table[ioberthpool.CacheEntry]{
+			header: "KIND\tNAME\tSIZE\tFILES\tPATH",
+			row: func(x ioberthpool.CacheEntry) []any {
+				files := ""
+				if x.Files != nil {
+					files = strconv.FormatInt(*x.Files, 10)
+				}
+				return []any{x.Kind, x.Name, fmt.Sprintf("%.1f MB", float64(x.Size)/1e6), files, x.Path}
+			},
 		})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			printJSON(e.stdout, all)
-			return nil
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAME\tSIZE\tFILES\tPATH")
-		for _, x := range all {
-			files := ""
-			if x.Files != nil {
-				files = strconv.FormatInt(*x.Files, 10)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\t%s\n", x.Kind, x.Name, float64(x.Size)/1e6, files, x.Path)
-		}
-		tw.Flush()
-		return nil
 	})
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
-	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -42,27 +40,15 @@ func snapshotCmd(e *env, args []string) int {
 			if err != nil {
 				return err
 			}
-			all, err := collect(ctx, recv, func(err error) bool {
+			return printList(e, ctx, *asJSON, recv, func(err error) bool {
 				var ns *ioberthmachine.NoSuchSnapshot
 				return errors.As(err, &ns) && ns.Snapshot == ""
+			}, table[ioberthmachine.SnapshotInfo]{
+				header: "SNAPSHOT\tCREATED\tPATH",
+				row: func(s ioberthmachine.SnapshotInfo) []any {
+					return []any{s.Name, timestamp(s.CreationTimestamp), s.Path}
+				},
 			})
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				printJSON(e.stdout, all)
-				return nil
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SNAPSHOT\tCREATED\tPATH")
-			for _, s := range all {
-				created := ""
-				if s.CreationTimestamp != nil {
-					created = time.UnixMicro(*s.CreationTimestamp).Format(time.DateTime)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, created, s.Path)
-			}
-			return tw.Flush()
 		}
 		s, err := ioberthmachine.Snapshot().Call(ctx, c, name, fs.Arg(1), &interactive)
 		if err == nil {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -155,29 +153,15 @@ func templateList(e *env, args []string) int {
 		if err != nil {
 			return err
 		}
-		all, err := collect(ctx, recv, func(err error) bool {
+		return printList(e, ctx, *asJSON, recv, func(err error) bool {
 			var nst *ioberthtemplate.NoSuchTemplate
 			return errors.As(err, &nst) && nst.Name == ""
+		}, table[ioberthtemplate.TemplateInfo]{
+			header: "NAME\tSUITE\tVARIANT\tTYPE\tRO\tCREATED", noun: "templates",
+			row: func(t ioberthtemplate.TemplateInfo) []any {
+				return []any{t.Name, t.Recipe.Suite, deref(t.Recipe.Variant), t.Type, t.ReadOnly, timestamp(t.CreationTimestamp)}
+			},
 		})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			printJSON(e.stdout, all)
-			return nil
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSUITE\tVARIANT\tTYPE\tRO\tCREATED")
-		for _, t := range all {
-			created := ""
-			if t.CreationTimestamp != nil {
-				created = time.UnixMicro(*t.CreationTimestamp).Format(time.DateTime)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", t.Name, t.Recipe.Suite, deref(t.Recipe.Variant), t.Type, t.ReadOnly, created)
-		}
-		tw.Flush()
-		fmt.Fprintf(e.stdout, "\n%d templates listed.\n", len(all))
-		return nil
 	})
 }
 
