@@ -165,6 +165,9 @@ func Nested(path string) ([]string, error) {
 	if err := unix.Lstat(path, &root); err != nil {
 		return nil, err
 	}
+	// Each subvolume has its own st_dev; a directory on any other device
+	// is a mount point, not ours to walk.
+	devs := map[uint64]bool{root.Dev: true}
 	err := filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -179,10 +182,12 @@ func Nested(path string) ([]string, error) {
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
-		if st.Ino == firstFreeObjID {
+		switch {
+		case st.Ino == firstFreeObjID:
 			found = append(found, p)
-		} else if st.Dev != root.Dev {
-			return filepath.SkipDir // a mount point: not ours to walk
+			devs[st.Dev] = true
+		case !devs[st.Dev]:
+			return filepath.SkipDir
 		}
 		return nil
 	})

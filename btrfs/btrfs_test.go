@@ -30,7 +30,10 @@ func TestSubvolumeLifecycle(t *testing.T) {
 	if err := btrfs.Create(nested); err != nil {
 		t.Fatal(err)
 	}
-	deep := filepath.Join(nested, "inner")
+	// A subvolume two directories deep inside a nested one, as a machine
+	// pool inside a machine has.
+	os.MkdirAll(filepath.Join(nested, "x/y"), 0o755)
+	deep := filepath.Join(nested, "x/y/inner")
 	if err := btrfs.Create(deep); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +53,7 @@ func TestSubvolumeLifecycle(t *testing.T) {
 	if err := btrfs.SnapshotRecursive(a, whole, false); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := btrfs.IsSubvolume(filepath.Join(whole, "var/lib/machines/inner")); !ok {
+	if ok, _ := btrfs.IsSubvolume(filepath.Join(whole, "var/lib/machines/x/y/inner")); !ok {
 		t.Error("recursive snapshot lacks the nested subvolume")
 	}
 	if err := btrfs.Delete(whole); err != nil {
