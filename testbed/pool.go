@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/berth-project/berth/btrfs"
 )
@@ -59,6 +60,7 @@ func Open(ctx context.Context, log io.Writer) (*Pool, error) {
 	}
 	defer p.unlock()
 	if mounted(p.mnt) {
+		p.removeStale(ctx)
 		return p, nil
 	}
 	img := filepath.Join(dir, "pool.img")
@@ -213,6 +215,19 @@ func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
 		return nil
 	}
 	return btrfs.Delete(path)
+}
+
+// removeStale deletes scenario snapshots left by killed runs: anything
+// older than a scenario's longest timeout.
+func (p *Pool) removeStale(ctx context.Context) {
+	old, _ := filepath.Glob(filepath.Join(p.mnt, "tb-*"))
+	for _, d := range old {
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			if err := p.DeleteSubvolume(ctx, d); err != nil {
+				fmt.Fprintf(os.Stderr, "testbed: remove stale %s: %v\n", d, err)
+			}
+		}
+	}
 }
 
 // Dir is the pool's mount point.

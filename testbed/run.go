@@ -173,7 +173,8 @@ func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Resul
 	if os.Getenv("BERTH_TESTBED_KEEP") == "" {
 		defer func() {
 			if err := p.DeleteSubvolume(context.Background(), root); err != nil {
-				fmt.Fprintf(p.log, "testbed: remove %s: %v\n", root, err)
+				// Not silent: a tree the testbed cannot delete is a bug.
+				fmt.Fprintf(os.Stderr, "testbed: remove %s: %v\n", root, err)
 			}
 		}()
 	} else {
