@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -222,7 +223,13 @@ func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
 func (p *Pool) removeStale(ctx context.Context) {
 	old, _ := filepath.Glob(filepath.Join(p.mnt, "tb-*"))
 	for _, d := range old {
-		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour {
+		// tb-NAME-UNIXTIME-RANDOM; the snapshot's own times are the base's.
+		parts := strings.Split(filepath.Base(d), "-")
+		if len(parts) < 4 {
+			continue
+		}
+		started, err := strconv.ParseInt(parts[len(parts)-2], 10, 64)
+		if err == nil && time.Since(time.Unix(started, 0)) > time.Hour {
 			if err := p.DeleteSubvolume(ctx, d); err != nil {
 				fmt.Fprintf(os.Stderr, "testbed: remove stale %s: %v\n", d, err)
 			}

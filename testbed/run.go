@@ -165,7 +165,8 @@ func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Resul
 	defer cancel()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	name := "tb-" + sanitize(sc.Name) + "-" + hex.EncodeToString(rnd[:])
+	// The start time is in the name: a snapshot's own times are the base's.
+	name := fmt.Sprintf("tb-%s-%d-%s", sanitize(sc.Name), time.Now().Unix(), hex.EncodeToString(rnd[:]))
 	root, err := p.Snapshot(ctx, base, name)
 	if err != nil {
 		return nil, err
