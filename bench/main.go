@@ -21,7 +21,7 @@ import (
 
 func main() {
 	runs := flag.Int("runs", 25, "timed runs per generator command")
-	only := flag.String("only", "", "run one benchmark: generator or templates")
+	only := flag.String("only", "", "run one benchmark: generator, templates or machines")
 	flag.Parse()
 	var err error
 	if *only == "" || *only == "generator" {
@@ -29,6 +29,9 @@ func main() {
 	}
 	if err == nil && (*only == "" || *only == "templates") {
 		err = benchTemplates()
+	}
+	if err == nil && (*only == "" || *only == "machines") {
+		err = benchMachines()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
