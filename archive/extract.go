@@ -11,6 +11,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,6 +66,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		meta []later
 		done int64
 		buf  = make([]byte, 1<<16)
+		dirs = map[string]bool{".": true} // made already: no MkdirAll per entry
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -81,10 +83,11 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		if err != nil {
 			return err
 		}
-		if name != "." {
-			if err := root.MkdirAll(path.Dir(name), 0o755); err != nil {
+		if parent := path.Dir(name); name != "." && !dirs[parent] {
+			if err := root.MkdirAll(parent, 0o755); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
+			dirs[parent] = true
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
@@ -92,15 +95,19 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 				if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 					return fmt.Errorf("%s: %w", name, err)
 				}
+				dirs[name] = true
 			}
 		case tar.TypeReg, tar.TypeRegA:
-			n, err := writeSparse(root, name, tr, hdr.Size, buf)
+			// A file gets all its attributes through its descriptor as
+			// soon as its data is written: nothing can change it later.
+			n, err := writeFile(root, name, tr, hdr, buf)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			if done += n; count != nil {
 				count(done)
 			}
+			continue
 		case tar.TypeLink:
 			target, err := clean(hdr.Linkname)
 			if err != nil {
@@ -130,14 +137,40 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 	return applyMeta(root, meta)
 }
 
-// writeSparse writes size bytes from r to a new file, seeking over blocks
-// of zeros so that sparse files stay sparse.
-func writeSparse(root *os.Root, name string, r io.Reader, size int64, buf []byte) (int64, error) {
+// writeFile writes a regular file, keeping it sparse, then applies owner,
+// mode, extended attributes and times through its descriptor, in the
+// order that keeps them: chown clears set-id bits and capabilities.
+func writeFile(root *os.Root, name string, r io.Reader, hdr *tar.Header, buf []byte) (int64, error) {
 	f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	n, err := writeSparse(f, r, hdr.Size, buf)
+	if err != nil {
+		return n, err
+	}
+	fd := int(f.Fd())
+	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+		return n, fmt.Errorf("chown: %w", err)
+	}
+	if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+		return n, fmt.Errorf("chmod: %w", err)
+	}
+	if err := fsetxattrs(fd, hdr); err != nil {
+		return n, err
+	}
+	ts := [2]unix.Timespec{unix.NsecToTimespec(hdr.ModTime.UnixNano()), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	// futimens(fd, ts): utimensat with a NULL path.
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return n, fmt.Errorf("set times: %w", e)
+	}
+	return n, nil
+}
+
+// writeSparse writes size bytes from r to f, seeking over blocks of zeros
+// so that sparse files stay sparse.
+func writeSparse(f *os.File, r io.Reader, size int64, buf []byte) (int64, error) {
 	var off int64
 	for off < size {
 		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
@@ -238,16 +271,10 @@ func modeBits(mode int64) os.FileMode {
 	return m
 }
 
-// setXattrs applies the entry's extended attributes through a descriptor,
-// for files and directories (device nodes and fifos are not opened).
+// setXattrs applies a directory's extended attributes (device nodes and
+// fifos are not opened; files get theirs in writeFile).
 func setXattrs(root *os.Root, m later) error {
-	var names []string
-	for k := range m.hdr.PAXRecords {
-		if strings.HasPrefix(k, xattrPrefix) {
-			names = append(names, k)
-		}
-	}
-	if len(names) == 0 || (m.hdr.Typeflag != tar.TypeReg && m.hdr.Typeflag != tar.TypeRegA && m.hdr.Typeflag != tar.TypeDir) {
+	if m.hdr.Typeflag != tar.TypeDir || !hasXattrs(m.hdr) {
 		return nil
 	}
 	f, err := root.OpenFile(m.name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
@@ -255,10 +282,32 @@ func setXattrs(root *os.Root, m later) error {
 		return fmt.Errorf("%s: %w", m.name, err)
 	}
 	defer f.Close()
+	if err := fsetxattrs(int(f.Fd()), m.hdr); err != nil {
+		return fmt.Errorf("%s: %w", m.name, err)
+	}
+	return nil
+}
+
+func hasXattrs(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func fsetxattrs(fd int, hdr *tar.Header) error {
+	var names []string
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			names = append(names, k)
+		}
+	}
 	sort.Strings(names)
 	for _, k := range names {
-		if err := unix.Fsetxattr(int(f.Fd()), strings.TrimPrefix(k, xattrPrefix), []byte(m.hdr.PAXRecords[k]), 0); err != nil {
-			return fmt.Errorf("set xattr %s on %s: %w", strings.TrimPrefix(k, xattrPrefix), m.name, err)
+		if err := unix.Fsetxattr(fd, strings.TrimPrefix(k, xattrPrefix), []byte(hdr.PAXRecords[k]), 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", strings.TrimPrefix(k, xattrPrefix), err)
 		}
 	}
 	return nil

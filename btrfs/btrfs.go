@@ -26,7 +26,22 @@ const (
 	iocSnapCreateV2 = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
 	iocGetFlags     = 0x80089419 // _IOR(0x94, 25, __u64)
 	iocSetFlags     = 0x4008941a // _IOW(0x94, 26, __u64)
+	iocGetRootref   = 0xd000943d // _IOWR(0x94, 61, struct btrfs_ioctl_get_subvol_rootref_args)
+	iocInoLookupU   = 0xd000943e // _IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)
 )
+
+type rootrefArgs struct {
+	minTreeID uint64
+	refs      [255]struct{ treeID, dirID uint64 }
+	numItems  uint8
+	_         [7]byte
+}
+
+type inoLookupUserArgs struct {
+	dirID, treeID uint64
+	name          [256]byte
+	path          [3824]byte // BTRFS_INO_LOOKUP_USER_PATH_MAX
+}
 
 type volArgs struct {
 	fd   int64
@@ -158,8 +173,68 @@ func SetReadOnly(path string, ro bool) error {
 }
 
 // Nested returns the subvolumes below the subvolume path (not path itself),
-// deepest first: the order they must be deleted in.
+// deepest first: the order they must be deleted in. It asks btrfs for the
+// subvolume references (kernel 4.18+), which costs the same whatever the
+// size of the tree, and walks the tree only where the kernel cannot say.
 func Nested(path string) ([]string, error) {
+	var found []string
+	if err := childrenByRef(path, &found); err == nil {
+		for i, j := 0, len(found)-1; i < j; i, j = i+1, j-1 {
+			found[i], found[j] = found[j], found[i]
+		}
+		return found, nil
+	}
+	return nestedByWalk(path)
+}
+
+// childrenByRef appends the subvolumes below path, parents first.
+// (btrfs subvolume list -o PATH, recursively)
+func childrenByRef(path string, found *[]string) error {
+	f, err := openDir(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var args rootrefArgs
+	var children []string
+	for {
+		err := ioctl(f, iocGetRootref, unsafe.Pointer(&args))
+		if err != nil && err != unix.EOVERFLOW {
+			return err
+		}
+		for i := 0; i < int(args.numItems); i++ {
+			lk := inoLookupUserArgs{dirID: args.refs[i].dirID, treeID: args.refs[i].treeID}
+			if err := ioctl(f, iocInoLookupU, unsafe.Pointer(&lk)); err != nil {
+				return err
+			}
+			children = append(children, filepath.Join(path, cstr(lk.path[:]), cstr(lk.name[:])))
+		}
+		if err != unix.EOVERFLOW {
+			break
+		}
+		args.minTreeID = args.refs[args.numItems-1].treeID + 1
+	}
+	for _, c := range children {
+		*found = append(*found, c)
+		if err := childrenByRef(c, found); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cstr(b []byte) string {
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i])
+		}
+	}
+	return string(b)
+}
+
+// nestedByWalk finds nested subvolumes by their inode number (256), for
+// kernels without the subvolume-reference ioctls.
+func nestedByWalk(path string) ([]string, error) {
 	var found []string
 	var root unix.Stat_t
 	if err := unix.Lstat(path, &root); err != nil {
@@ -278,3 +353,6 @@ func SnapshotRecursive(src, dst string, readOnly bool) error {
 	}
 	return nil
 }
+
+func sizeofRootref() uintptr       { return unsafe.Sizeof(rootrefArgs{}) }
+func sizeofInoLookupUser() uintptr { return unsafe.Sizeof(inoLookupUserArgs{}) }
