@@ -217,58 +217,51 @@ func mknod(root *os.Root, name string, hdr *tar.Header) error {
 	return nil
 }
 
+// applyMeta gives directories, symlinks, device nodes and fifos their
+// owner, mode, attributes and times once everything is extracted, deepest
+// first so that nothing touches a directory after its times are set. It
+// works relative to each parent's descriptor, kept while siblings follow.
 func applyMeta(root *os.Root, meta []later) error {
+	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
+	var (
+		parent     *os.File
+		parentName string
+	)
+	defer func() {
+		if parent != nil {
+			parent.Close()
+		}
+	}()
 	for _, m := range meta {
-		if err := root.Lchown(m.name, m.hdr.Uid, m.hdr.Gid); err != nil {
+		dir, base := path.Dir(m.name), path.Base(m.name)
+		if parent == nil || dir != parentName {
+			if parent != nil {
+				parent.Close()
+			}
+			var err error
+			if parent, err = root.Open(dir); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+			parentName = dir
+		}
+		pfd := int(parent.Fd())
+		if err := unix.Fchownat(pfd, base, m.hdr.Uid, m.hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %s: %w", m.name, err)
 		}
-	}
-	for _, m := range meta {
-		if m.hdr.Typeflag == tar.TypeSymlink {
-			continue // symlinks have no mode of their own
-		}
-		if err := root.Chmod(m.name, os.FileMode(m.hdr.Mode&0o777)|modeBits(m.hdr.Mode)); err != nil {
-			return fmt.Errorf("chmod %s: %w", m.name, err)
+		if m.hdr.Typeflag != tar.TypeSymlink { // symlinks have no mode of their own
+			if err := unix.Fchmodat(pfd, base, uint32(m.hdr.Mode&0o7777), 0); err != nil {
+				return fmt.Errorf("chmod %s: %w", m.name, err)
+			}
 		}
 		if err := setXattrs(root, m); err != nil {
 			return err
 		}
-	}
-	// Times last, deepest first, so setting a child does not touch its
-	// directory's time again.
-	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
-	for _, m := range meta {
-		parent, err := root.Open(path.Dir(m.name))
-		if err != nil {
-			return err
-		}
-		base := path.Base(m.name)
-		if m.name == "." {
-			base = "."
-		}
 		ts := []unix.Timespec{unix.NsecToTimespec(m.hdr.ModTime.UnixNano()), unix.NsecToTimespec(m.hdr.ModTime.UnixNano())}
-		err = unix.UtimesNanoAt(int(parent.Fd()), base, ts, unix.AT_SYMLINK_NOFOLLOW)
-		parent.Close()
-		if err != nil {
+		if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("set times of %s: %w", m.name, err)
 		}
 	}
 	return nil
-}
-
-// modeBits carries set-uid, set-gid and sticky from a tar mode into Go's.
-func modeBits(mode int64) os.FileMode {
-	var m os.FileMode
-	if mode&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if mode&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if mode&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m
 }
 
 // setXattrs applies a directory's extended attributes (device nodes and

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -26,9 +27,42 @@ const (
 	iocSnapCreateV2 = 0x50009417 // _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
 	iocGetFlags     = 0x80089419 // _IOR(0x94, 25, __u64)
 	iocSetFlags     = 0x4008941a // _IOW(0x94, 26, __u64)
+	iocSubvolInfo   = 0x81f8943c // _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)
 	iocGetRootref   = 0xd000943d // _IOWR(0x94, 61, struct btrfs_ioctl_get_subvol_rootref_args)
 	iocInoLookupU   = 0xd000943e // _IOWR(0x94, 62, struct btrfs_ioctl_ino_lookup_user_args)
 )
+
+type btrfsTimespec struct {
+	sec  uint64
+	nsec uint32
+	_    uint32
+}
+
+type subvolInfoArgs struct {
+	treeID                                 uint64
+	name                                   [256]byte
+	parentID, dirID, generation, flags     uint64
+	uuid, parentUUID, receivedUUID         [16]byte
+	ctransid, otransid, stransid, rtransid uint64
+	ctime, otime, stime, rtime             btrfsTimespec
+	_                                      [8]uint64
+}
+
+// Created returns when the subvolume path was created (its otime; a
+// snapshot's root directory keeps its source's inode times).
+// (btrfs subvolume show PATH: Creation time)
+func Created(path string) (time.Time, error) {
+	f, err := openDir(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer f.Close()
+	var args subvolInfoArgs
+	if err := ioctl(f, iocSubvolInfo, unsafe.Pointer(&args)); err != nil {
+		return time.Time{}, fmt.Errorf("subvolume info of %s: %w", path, err)
+	}
+	return time.Unix(int64(args.otime.sec), int64(args.otime.nsec)), nil
+}
 
 type rootrefArgs struct {
 	minTreeID uint64
@@ -355,4 +389,5 @@ func SnapshotRecursive(src, dst string, readOnly bool) error {
 }
 
 func sizeofRootref() uintptr       { return unsafe.Sizeof(rootrefArgs{}) }
+func sizeofSubvolInfo() uintptr    { return unsafe.Sizeof(subvolInfoArgs{}) }
 func sizeofInoLookupUser() uintptr { return unsafe.Sizeof(inoLookupUserArgs{}) }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/testbed"
@@ -60,9 +61,13 @@ func TestSubvolumeLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	before := time.Now().Add(-time.Second)
 	ro := filepath.Join(mnt, "ro")
 	if err := btrfs.Snapshot(a, ro, true); err != nil {
 		t.Fatal(err)
+	}
+	if c, err := btrfs.Created(ro); err != nil || c.Before(before) || c.After(time.Now()) {
+		t.Errorf("Created(snapshot) = %v, %v; want about now", c, err)
 	}
 	if r, _ := btrfs.ReadOnly(ro); !r {
 		t.Error("read-only snapshot is writable")

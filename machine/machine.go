@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/pool"
 )
@@ -78,7 +79,9 @@ func (m *Manager) image(name string, running map[string]bool, withSize bool) (*I
 	}
 	img := &Image{Name: name, Path: p, Kind: "machine", Type: m.Pool.Kind(p), ReadOnly: m.Pool.ReadOnly(p), Size: -1,
 		Running: running[name]}
-	if st.Mask&unix.STATX_BTIME != 0 {
+	if t, err := btrfs.Created(p); err == nil && img.Type == "subvolume" {
+		img.Created = t
+	} else if st.Mask&unix.STATX_BTIME != 0 {
 		img.Created = time.Unix(st.Btime.Sec, int64(st.Btime.Nsec))
 	}
 	if data, err := os.ReadFile(filepath.Join(p, recordPath)); err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/conf"
 )
 
@@ -110,7 +111,9 @@ func (m *Manager) snapshotInfo(name, snap string) (*SnapshotInfo, error) {
 		return nil, err
 	}
 	info := &SnapshotInfo{Machine: name, Name: snap, Path: p}
-	if st.Mask&unix.STATX_BTIME != 0 {
+	if t, err := btrfs.Created(p); err == nil {
+		info.Created = t
+	} else if st.Mask&unix.STATX_BTIME != 0 {
 		info.Created = time.Unix(st.Btime.Sec, int64(st.Btime.Nsec))
 	}
 	return info, nil
