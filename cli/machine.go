@@ -67,9 +67,13 @@ func machineList(e *env, args []string) int {
 			var nsi *ioberthmachine.NoSuchImage
 			return errors.As(err, &nsi) && nsi.Name == ""
 		}, table[ioberthmachine.ImageInfo]{
-			header: "NAME\tKIND\tTYPE\tRO\tRUNNING\tTEMPLATE\tCREATED", noun: "images",
+			header: "NAME\tKIND\tTYPE\tRO\tRUNNING\tTEMPLATE\tCREATED\tSIZE", noun: "images",
 			row: func(i ioberthmachine.ImageInfo) []any {
-				return []any{i.Name, i.Kind, i.Type, i.ReadOnly, i.Running, deref(i.Template), timestamp(i.CreationTimestamp)}
+				size := ""
+				if i.Size != nil {
+					size = fmt.Sprintf("%.1f MB", float64(*i.Size)/1e6)
+				}
+				return []any{i.Name, i.Kind, i.Type, i.ReadOnly, i.Running, deref(i.Template), timestamp(i.CreationTimestamp), size}
 			},
 		})
 	})

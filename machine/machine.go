@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/parallel"
 	"github.com/berth-project/berth/pool"
 )
 
@@ -115,9 +116,12 @@ func (m *Manager) List() ([]Image, error) {
 		return nil, err
 	}
 	running := m.running()
+	imgs := make([]*Image, len(names))
+	// Sizes need a walk of each tree; walk them on every CPU.
+	parallel.For(len(names), func(i int) { imgs[i], _ = m.image(names[i], running, true) })
 	var out []Image
-	for _, n := range names {
-		if img, err := m.image(n, running, false); err == nil {
+	for _, img := range imgs {
+		if img != nil {
 			out = append(out, *img)
 		}
 	}

@@ -22,7 +22,7 @@ check clone-varlinkctl varlinkctl call $S io.berth.Machine.Clone '{"template":"t
 check clone-writable test "$(machinectl show-image c1 -p ReadOnly --value)" = no
 check clone-is-subvolume sh -c "machinectl list-images --no-legend | grep -E '^c1 +subvolume +no'"
 check clone-own-identity sh -c "test ! -s /var/lib/machines/c1/etc/machine-id && test ! -e /var/lib/machines/c1/etc/hostname"
-check clone-records-origin sh -c "berth list | grep -E '^c1 +machine +subvolume +false +false +tm '"
+check clone-records-origin sh -c "berth list | grep -E '^c1 +machine +subvolume +false +false +tm +[0-9-]+ [0-9:]+ +[0-9.]+ MB'"
 check template-listed-as-template sh -c "berth list | grep -E '^tm +template +subvolume +true'"
 check clone-exists-refused fails_with 'ImageExists' varlinkctl call $S io.berth.Machine.Clone '{"template":"tm","name":"c1"}'
 check clone-missing-template fails_with 'no template "nope"' berth clone nope c9
