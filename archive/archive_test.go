@@ -181,15 +181,18 @@ func hostile(t *testing.T, entries ...tar.Header) []byte {
 func TestHostileArchives(t *testing.T) {
 	testbed.RequireRoot(t)
 	outside := t.TempDir()
+	os.Chmod(outside, 0o700)
 	target := filepath.Join(outside, "victim")
 	os.WriteFile(target, []byte("safe"), 0o644)
 	reg := func(name string) tar.Header { return tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644} }
 	cases := map[string][]byte{
-		"dotdot":             hostile(t, reg("../../../../"+target)),
-		"absolute":           hostile(t, reg(target)),
-		"symlink-write":      hostile(t, tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: outside}, reg("link/victim")),
-		"symlink-dir-write":  hostile(t, tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "../../../../../" + outside}, reg("d/new")),
-		"hardlink-out":       hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: target}),
+		"dotdot":            hostile(t, reg("../../../../"+target)),
+		"absolute":          hostile(t, reg(target)),
+		"symlink-write":     hostile(t, tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: outside}, reg("link/victim")),
+		"symlink-dir-write": hostile(t, tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: "../../../../../" + outside}, reg("d/new")),
+		"hardlink-out":      hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: target}),
+		"symlink-then-dir": hostile(t, tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: outside},
+			tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o777}),
 		"hardlink-dotdot":    hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../.." + target}),
 		"device-outside-dev": hostile(t, tar.Header{Name: "etc/sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}),
 		"truncated":          hostile(t, reg("a"))[:514],
@@ -216,6 +219,9 @@ func TestHostileArchives(t *testing.T) {
 			ents, _ := os.ReadDir(outside)
 			if len(ents) != 1 {
 				t.Fatalf("something was written outside: %v", ents)
+			}
+			if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o700 {
+				t.Fatalf("the mode of %s changed to %v", outside, fi.Mode())
 			}
 		})
 	}

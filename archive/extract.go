@@ -92,7 +92,13 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if name != "." {
-				if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				if err := root.Mkdir(name, 0o700); errors.Is(err, os.ErrExist) {
+					// Only a real directory may be described twice: over a
+					// symlink, the attributes would land on its target.
+					if fi, lerr := root.Lstat(name); lerr != nil || !fi.IsDir() {
+						return &UnsafeError{hdr.Name, "directory entry over an existing non-directory"}
+					}
+				} else if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				dirs[name] = true
