@@ -119,14 +119,14 @@ func tree(t *testing.T) string {
 	must(f.Truncate(64 << 20))
 	f.WriteAt([]byte("end"), 64<<20-3)
 	f.Close()
-	if _, err := exec.LookPath("setfacl"); err == nil {
-		must(exec.Command("setfacl", "-m", "u:1234:r", filepath.Join(root, "owned")).Run())
-	}
+	// A POSIX ACL (system.posix_acl_access) and a default ACL on a directory.
+	must(exec.Command("setfacl", "-m", "u:1234:r", filepath.Join(root, "owned")).Run())
+	must(exec.Command("setfacl", "-d", "-m", "g:5678:rx", filepath.Join(root, "usr")).Run())
 	return root
 }
 
 func TestRoundTripEveryFormat(t *testing.T) {
-	testbed.RequireRoot(t, "xz")
+	testbed.RequireRoot(t, "xz", "setfacl")
 	src := tree(t)
 	want := describe(t, src)
 	for _, f := range []archive.Format{archive.Tar, archive.Zstd, archive.Xz, archive.Gzip} {

@@ -38,6 +38,7 @@ func exportCmd(e *env, args []string) int {
 	fs := e.flags("export")
 	format := fs.String("format", "", "tar, zstd, xz or gzip (default: from the file suffix, else zstd)")
 	force := fs.Bool("force", false, "replace FILE if it exists")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
@@ -61,7 +62,11 @@ func exportCmd(e *env, args []string) int {
 			return p, result{path, size}, flags, err
 		})
 		if err == nil && r.path != nil && r.size != nil {
-			fmt.Fprintf(e.stdout, "%s written (%.1f MB)\n", *r.path, float64(*r.size)/1e6)
+			if *asJSON {
+				printJSON(e.stdout, map[string]any{"path": *r.path, "size": *r.size})
+			} else {
+				fmt.Fprintf(e.stdout, "%s written (%.1f MB)\n", *r.path, float64(*r.size)/1e6)
+			}
 		}
 		return err
 	})
@@ -69,6 +74,7 @@ func exportCmd(e *env, args []string) int {
 
 func importCmd(e *env, args []string) int {
 	fs := e.flags("import")
+	asJSON := fs.Bool("json", false, "print the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
@@ -85,7 +91,7 @@ func importCmd(e *env, args []string) int {
 		}
 		img, err := follow(ctx, e, recv)
 		if err == nil && img != nil {
-			fmt.Fprintf(e.stdout, "machine %s imported at %s (%s)\n", img.Name, img.Path, img.Type)
+			printImage(e, *asJSON, img, "imported")
 		}
 		return err
 	})
@@ -98,6 +104,7 @@ func init() {
 func pullCmd(e *env, args []string) int {
 	fs := e.flags("pull")
 	verify := fs.String("verify", "checksum", "checksum (SHA256SUMS next to the archive) or no")
+	asJSON := fs.Bool("json", false, "print the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
@@ -110,8 +117,16 @@ func pullCmd(e *env, args []string) int {
 		}
 		img, err := follow(ctx, e, recv)
 		if err == nil && img != nil {
-			fmt.Fprintf(e.stdout, "machine %s pulled to %s (%s)\n", img.Name, img.Path, img.Type)
+			printImage(e, *asJSON, img, "pulled")
 		}
 		return err
 	})
+}
+
+func printImage(e *env, asJSON bool, img *ioberthmachine.ImageInfo, verb string) {
+	if asJSON {
+		printJSON(e.stdout, img)
+		return
+	}
+	fmt.Fprintf(e.stdout, "machine %s %s at %s (%s)\n", img.Name, verb, img.Path, img.Type)
 }

@@ -28,6 +28,7 @@ import (
 var Packages = []string{
 	"systemd", "systemd-sysv", "systemd-container", "dbus", "libpam-systemd", "polkitd",
 	"btrfs-progs", "busybox-static", "mmdebstrap", "debootstrap", "zstd", "xz-utils",
+	"attr", "acl", "libcap2-bin", // getfattr, setfacl, setcap: to compare trees in scenarios
 }
 
 // Suite is the Debian release the testbed boots: systemd 257.

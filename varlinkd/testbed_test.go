@@ -135,6 +135,9 @@ check pool-not-btrfs-yet sh -c "berth pool show | grep -q 'btrfs: false'"
 # Off btrfs, templates are plain directories and nothing breaks.
 check template-off-btrfs berth template create plain --suite bookworm
 check template-is-directory sh -c "berth template list | grep -E '^plain +bookworm +minbase +directory +false'"
+check clone-off-btrfs berth clone plain plainc
+check clone-is-directory sh -c "berth list | grep -E '^plainc +machine +directory +false +false +plain '"
+check remove-plainc berth remove plainc
 check remove-plain berth template remove plain
 check clean-plain-cache berth cache clean
 check init-refuses-nonempty sh -c "mkdir /srv/pool/machines/x && ! berth pool init --size 2G 2>/tmp/err && grep -q 'not empty' /tmp/err && rmdir /srv/pool/machines/x"

@@ -16,7 +16,9 @@ func TestExportImportOnSystemd(t *testing.T) {
 S=/run/berth/io.berth
 fails_with() { local want=$1; shift; ! "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out; }
 # Everything an image keeps, as one line per entry, then content sums.
-treesum() { (cd "$1" && find . -printf '%y %m %U %G %s %n %T@ %p -> %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1; }
+treelist() { (cd "$1" && find . -printf '%y %m %U %G %s %n %T@ %p -> %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -print0 | sort -z | xargs -0 getfattr -P -d -m - -e hex 2>/dev/null); }
+treesum() { treelist "$1" | sha256sum | cut -d' ' -f1; }
+same() { diff <(treelist /var/lib/machines/c1) <(treelist "$1") | head -20; test "$(treesum "$1")" = "$want"; }
 systemctl start berthd.socket
 check template berth template create tm --suite bookworm
 check clone berth clone tm c1
@@ -26,13 +28,20 @@ chmod 4755 /var/lib/machines/c1/owned
 ln /var/lib/machines/c1/owned /var/lib/machines/c1/owned-link
 mkfifo /var/lib/machines/c1/fifo
 mknod /var/lib/machines/c1/dev/berth-null c 1 3
+# Extended attributes: a file capability, an ACL, a default ACL, a user xattr.
+setcap cap_net_raw+ep /var/lib/machines/c1/owned-cap 2>/dev/null || { cp /var/lib/machines/c1/owned /var/lib/machines/c1/owned-cap && setcap cap_net_raw+ep /var/lib/machines/c1/owned-cap; }
+setfacl -m u:4321:r /var/lib/machines/c1/owned-cap
+setfacl -d -m g:4321:rx /var/lib/machines/c1/srv
+setfattr -n user.berth -v kept /var/lib/machines/c1/owned
+check attrs-in-source sh -c "getcap /var/lib/machines/c1/owned-cap | grep -q cap_net_raw && getfattr -d -m - /var/lib/machines/c1/owned | grep -q user.berth"
 want=$(treesum /var/lib/machines/c1)
 mkdir -p /srv/out
 for f in tar tar.zst tar.xz tar.gz; do
 	check "export-$f" berth export c1 /srv/out/c1.$f
 	n=i$(echo $f | tr -d .)
 	check "import-$f" berth import /srv/out/c1.$f $n
-	check "identical-$f" test "$(treesum /var/lib/machines/$n)" = "$want"
+	check "identical-$f" same /var/lib/machines/$n
+	check "capability-$f" sh -c "getcap /var/lib/machines/$n/owned-cap | grep -q cap_net_raw"
 done
 check detect-content sh -c "cp /srv/out/c1.tar.xz /srv/out/noext && berth import /srv/out/noext inoext"
 check export-progress-varlinkctl sh -c "varlinkctl call --more $S io.berth.Machine.Export '{\"name\":\"c1\",\"path\":\"/srv/out/v.tar.zst\"}' | grep -q '\"size\"'"
