@@ -96,7 +96,7 @@ func (m *Manager) image(name string, running map[string]bool, withSize bool) (*I
 		}
 	}
 	if withSize {
-		img.Size = du(p)
+		img.Size, _ = pool.Usage(p)
 	}
 	return img, nil
 }
@@ -151,14 +151,11 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 	} else if err != nil {
 		return nil, err
 	}
-	unlock, err := m.Pool.Lock(name)
+	unlock, err := m.claim(name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if m.Pool.Exists(name) {
-		return nil, fmt.Errorf("%s: %w", name, ErrExists)
-	}
 	tmp := m.Pool.TempPath(name)
 	defer func() {
 		if rerr := m.Pool.RemoveTree(tmp); rerr != nil {
@@ -182,13 +179,35 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := m.Pool.Commit(tmp, name); err != nil {
-		if errors.Is(err, pool.ErrExists) {
-			return nil, fmt.Errorf("%s: %w", name, ErrExists)
-		}
+	if err := m.commit(tmp, name); err != nil {
 		return nil, err
 	}
 	return m.image(name, nil, false)
+}
+
+// claim locks name for a new image and checks that it is free.
+func (m *Manager) claim(name string) (func(), error) {
+	unlock, err := m.Pool.Lock(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.Pool.Exists(name) {
+		unlock()
+		return nil, fmt.Errorf("%s: %w", name, ErrExists)
+	}
+	return unlock, nil
+}
+
+// commit renames the finished tree tmp to name, reporting a taken name
+// as ErrExists.
+func (m *Manager) commit(tmp, name string) error {
+	if err := m.Pool.Commit(tmp, name); err != nil {
+		if errors.Is(err, pool.ErrExists) {
+			return fmt.Errorf("%s: %w", name, ErrExists)
+		}
+		return err
+	}
+	return nil
 }
 
 // machineImage loads name and checks that it is a machine.
@@ -259,24 +278,8 @@ func (m *Manager) Rename(name, newName string) error {
 	if m.Pool.Exists(newName) {
 		return fmt.Errorf("%s: %w", newName, ErrExists)
 	}
-	if err := m.Pool.Commit(img.Path, newName); err != nil {
-		if errors.Is(err, pool.ErrExists) {
-			return fmt.Errorf("%s: %w", newName, ErrExists)
-		}
+	if err := m.commit(img.Path, newName); err != nil {
 		return err
 	}
 	return m.moveSnapshots(name, newName)
-}
-
-func du(p string) int64 {
-	var size int64
-	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				size += fi.Size()
-			}
-		}
-		return nil
-	})
-	return size
 }

@@ -56,7 +56,7 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 		defer m.Pool.RemoveTree(snap)
 		src = snap
 	}
-	total := du(src)
+	total, _ := pool.Usage(src)
 	f, err := os.CreateTemp(filepath.Dir(dst), ".#berth-"+filepath.Base(dst)+"-*")
 	if err != nil {
 		return 0, fmt.Errorf("export to %s: %w", dst, err)
@@ -113,14 +113,11 @@ func (m *Manager) Import(ctx context.Context, src, name string, progress func(do
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
-	unlock, err := m.Pool.Lock(name)
+	unlock, err := m.claim(name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if m.Pool.Exists(name) {
-		return nil, fmt.Errorf("%s: %w", name, ErrExists)
-	}
 	cr := &countingReader{r: f}
 	r, _, err := archive.Decompressor(cr)
 	if err != nil {
@@ -146,10 +143,7 @@ func (m *Manager) Import(ctx context.Context, src, name string, progress func(do
 	if err := r.Close(); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
 	}
-	if err := m.Pool.Commit(tmp, name); err != nil {
-		if errors.Is(err, pool.ErrExists) {
-			return nil, fmt.Errorf("%s: %w", name, ErrExists)
-		}
+	if err := m.commit(tmp, name); err != nil {
 		return nil, err
 	}
 	return m.image(name, nil, false)

@@ -283,3 +283,18 @@ func (p *Pool) Entries() ([]string, error) {
 	}
 	return out, nil
 }
+
+// Usage sums the sizes of the regular files below path and counts them:
+// a tree's apparent size, for listings and progress.
+func Usage(path string) (size int64, files int) {
+	filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				size += fi.Size()
+				files++
+			}
+		}
+		return nil
+	})
+	return size, files
+}

@@ -2,10 +2,11 @@ package template
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/berth-project/berth/pool"
 )
 
 // CacheEntry is one thing kept to make builds faster.
@@ -23,7 +24,7 @@ func (m *Manager) Cache() ([]CacheEntry, error) {
 	debs, _ := os.ReadDir(filepath.Join(m.CacheDir, "debs"))
 	for _, d := range debs {
 		p := filepath.Join(m.CacheDir, "debs", d.Name())
-		size, files := du(p)
+		size, files := pool.Usage(p)
 		out = append(out, CacheEntry{Kind: "packages", Name: d.Name(), Path: p, Size: size, Files: files})
 	}
 	bases, _ := os.ReadDir(m.baseDir())
@@ -32,7 +33,7 @@ func (m *Manager) Cache() ([]CacheEntry, error) {
 			continue // a build in progress
 		}
 		p := filepath.Join(m.baseDir(), b.Name())
-		size, _ := du(p)
+		size, _ := pool.Usage(p)
 		out = append(out, CacheEntry{Kind: "base", Name: b.Name(), Path: p, Size: size})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].Name < out[j].Kind+out[j].Name })
@@ -60,18 +61,4 @@ func (m *Manager) CleanCache() (int64, error) {
 	}
 	os.Remove(m.baseDir()) // only if empty: a build may have started since
 	return freed, nil
-}
-
-// du sums the sizes of regular files below p.
-func du(p string) (size int64, files int) {
-	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				size += fi.Size()
-				files++
-			}
-		}
-		return nil
-	})
-	return size, files
 }
