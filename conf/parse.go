@@ -80,8 +80,8 @@ func Parse(path string, src []byte) (*File, error) { return Machines.Parse(path,
 // Parse decodes src strictly against the schema. Every problem is reported
 // with file, line and key; any problem rejects the whole file.
 func (schema *Schema) Parse(path string, src []byte) (*File, error) {
-	var raw map[string]any
-	if _, err := toml.Decode(string(src), &raw); err != nil {
+	raw, err := decode(src)
+	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			return nil, Errors{{File: path, Line: pe.Position.Line, Msg: "TOML syntax error: " + pe.Message}}
@@ -103,6 +103,16 @@ func (schema *Schema) Parse(path string, src []byte) (*File, error) {
 	}
 	slices.SortFunc(p.file.Values, func(a, b Value) int { return a.order - b.order })
 	return p.file, nil
+}
+
+// decode turns TOML into maps, the quick way when it can.
+func decode(src []byte) (map[string]any, error) {
+	if raw, ok := quickDecode(src); ok {
+		return raw, nil
+	}
+	var raw map[string]any
+	_, err := toml.Decode(string(src), &raw)
+	return raw, err
 }
 
 type parser struct {
