@@ -74,6 +74,9 @@ func benchMachines() error {
 	if err != nil {
 		return err
 	}
+	if err := pool.Settle(ctx); err != nil {
+		return err
+	}
 	res, err := pool.Run(ctx, base, build, testbed.Scenario{Name: "bench-machines", Script: machinesScript + "\ncp /var/lib/berth-test/rows /var/lib/berth-test/output\n", Timeout: 20 * time.Minute})
 	if err != nil {
 		return err

@@ -64,6 +64,9 @@ func benchGeneratorAll(runs int) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v\n%s", err, out)
 	}
+	if err := pool.Settle(ctx); err != nil {
+		return err
+	}
 	fmt.Printf("## Generator: 1000 machines, berth-generator vs podman Quadlet\n\n")
 	fmt.Printf("Both run in the same Debian trixie chroot, reading from and writing to tmpfs as generators do under systemd; %d timed runs each, alternating, output directories emptied between runs.\n\n", runs)
 	return benchGenerator(root, runs)

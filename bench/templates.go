@@ -29,6 +29,9 @@ func benchTemplates() error {
 	if err != nil {
 		return err
 	}
+	if err := pool.Settle(ctx); err != nil {
+		return err
+	}
 	work := filepath.Join(filepath.Dir(poolDir(pool)), "bench-templates")
 	// A fresh file system per run: nothing cached from an earlier one.
 	if err := freshBtrfs(work); err != nil {

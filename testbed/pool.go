@@ -238,5 +238,15 @@ func (p *Pool) removeStale(ctx context.Context) {
 	}
 }
 
+// Settle waits until the pool's deleted subvolumes are cleaned up and its
+// dirty data is written: btrfs does both in the background, and a
+// benchmark must not time them.
+func (p *Pool) Settle(ctx context.Context) error {
+	if err := p.run(ctx, "btrfs", "subvolume", "sync", p.mnt); err != nil {
+		return err
+	}
+	return p.run(ctx, "sync", "--file-system", p.mnt)
+}
+
 // Dir is the pool's mount point.
 func (p *Pool) Dir() string { return p.mnt }
