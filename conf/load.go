@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/parallel"
+	"github.com/berth-project/berth/rawfile"
 )
 
 // SearchDirs are berth's config roots, highest priority first, as systemd
@@ -271,45 +272,16 @@ func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
 }
 
 func (l *Loader) parseFile(p string) (*File, error) {
-	return l.parseAt(atCWD, l.host(p), p)
+	return l.parseAt(rawfile.CWD, l.host(p), p)
 }
-
-const atCWD = unix.AT_FDCWD
 
 // parseAt reads name relative to dirfd and parses it as the file p.
 func (l *Loader) parseAt(dirfd int, name, p string) (*File, error) {
-	src, err := readFileAt(dirfd, name)
+	src, err := rawfile.ReadAt(dirfd, name)
 	if err != nil {
 		return nil, Errors{{File: p, Msg: fmt.Sprintf("cannot read: %v", err)}}
 	}
 	return l.schema().Parse(p, src)
-}
-
-// readFileAt is os.ReadFile in four system calls rather than six, relative
-// to a directory: the generator reads every machine file at every boot.
-func readFileAt(dirfd int, name string) ([]byte, error) {
-	fd, err := syscall.Openat(dirfd, name, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer syscall.Close(fd)
-	buf := make([]byte, 0, 1024)
-	for {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, cap(buf))
-		}
-		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-	}
 }
 
 // ParseFile reads and parses one file outside the search path, for

@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/rawfile"
 )
 
 // writer is all the file system work of a run. It lists the directories it
@@ -101,7 +103,7 @@ func (w *writer) write(source string, o *Output) error {
 			// Unchanged: leave it, and its mtime, alone.
 		default:
 			tmp := "." + o.Nspawn.Path + ".berth-tmp"
-			if err := createAt(nfd, tmp, o.Nspawn.Content); err != nil {
+			if err := rawfile.CreateAt(nfd, tmp, o.Nspawn.Content); err != nil {
 				return fmt.Errorf("write %s: %w", path.Join(NspawnDir, tmp), err)
 			}
 			if err := unix.Renameat(nfd, tmp, nfd, o.Nspawn.Path); err != nil {
@@ -109,7 +111,7 @@ func (w *writer) write(source string, o *Output) error {
 				return fmt.Errorf("replace %s: %w", path.Join(NspawnDir, o.Nspawn.Path), err)
 			}
 		}
-	} else if err := createAt(nfd, o.Nspawn.Path, o.Nspawn.Content); err != nil {
+	} else if err := rawfile.CreateAt(nfd, o.Nspawn.Path, o.Nspawn.Content); err != nil {
 		// A new file needs no temporary name: no unit for this machine
 		// existed before this run, so nothing can be reading it yet.
 		return fmt.Errorf("write %s: %w", path.Join(NspawnDir, o.Nspawn.Path), err)
@@ -119,10 +121,10 @@ func (w *writer) write(source string, o *Output) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Mkdirat(ofd, path.Dir(o.DropIn.Path), 0o755); err != nil && err != unix.EEXIST {
+	if err := rawfile.MkdirAt(ofd, path.Dir(o.DropIn.Path), 0o755); err != nil && err != unix.EEXIST {
 		return fmt.Errorf("create %s: %w", path.Join(w.cfg.OutDir, path.Dir(o.DropIn.Path)), err)
 	}
-	if err := createAt(ofd, o.DropIn.Path, o.DropIn.Content); err != nil {
+	if err := rawfile.CreateAt(ofd, o.DropIn.Path, o.DropIn.Content); err != nil {
 		return fmt.Errorf("write %s: %w", path.Join(w.cfg.OutDir, o.DropIn.Path), err)
 	}
 	if o.WantsLink == "" {
@@ -133,36 +135,16 @@ func (w *writer) write(source string, o *Output) error {
 		return err
 	}
 	name := path.Base(o.WantsLink)
-	err = unix.Symlinkat(o.LinkTarget, wfd, name)
+	err = rawfile.SymlinkAt(o.LinkTarget, wfd, name)
 	if err == unix.EEXIST {
 		if err = unix.Unlinkat(wfd, name, 0); err == nil {
-			err = unix.Symlinkat(o.LinkTarget, wfd, name)
+			err = rawfile.SymlinkAt(o.LinkTarget, wfd, name)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("link %s: %w", path.Join(w.cfg.OutDir, o.WantsLink), err)
 	}
 	return nil
-}
-
-// createAt writes content to name below dirfd, removing it again on error.
-func createAt(dirfd int, name string, content []byte) error {
-	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return err
-	}
-	for len(content) > 0 && err == nil {
-		var n int
-		n, err = unix.Write(fd, content)
-		content = content[n:]
-	}
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		unix.Unlinkat(dirfd, name, 0)
-	}
-	return err
 }
 
 // reconcile removes the .nspawn files berth wrote for machines this run did

@@ -1,0 +1,125 @@
+// Package rawfile reads and creates small files relative to open directory
+// file descriptors with raw system calls.
+//
+// berth-generator makes about a dozen file system calls per machine, for
+// every machine, at every boot, from one goroutine per CPU. Through
+// syscall.Syscall each call tells the Go scheduler it may block, and the
+// runtime's monitor then takes the processor away from a worker that stays
+// in the kernel for a few microseconds and hands it back afterwards. With
+// nothing else to run that is pure overhead: measured in bench/, raw calls
+// cut the generator's time by about 6%. The price is that a call blocked on
+// a slow disk holds its processor, which only delays that worker.
+package rawfile
+
+import (
+	"slices"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// CWD, as a directory fd, makes names relative to the working directory.
+const CWD = unix.AT_FDCWD
+
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return -1, err
+	}
+	for {
+		fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			uintptr(flags|unix.O_CLOEXEC|unix.O_LARGEFILE), uintptr(mode), 0, 0)
+		if e != unix.EINTR {
+			return int(fd), errnoErr(e)
+		}
+	}
+}
+
+func closeFd(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	return errnoErr(e)
+}
+
+// ReadAt returns the contents of name below dirfd, in four system calls
+// (os.ReadFile takes six, and walks the whole path).
+func ReadAt(dirfd int, name string) ([]byte, error) {
+	fd, err := openat(dirfd, name, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer closeFd(fd)
+	buf := make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		free := buf[len(buf):cap(buf)]
+		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(free))), uintptr(len(free)))
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e != 0:
+			return nil, e
+		case n == 0:
+			return buf, nil
+		}
+		buf = buf[:len(buf)+int(n)]
+	}
+}
+
+// CreateAt writes content to a new or truncated file name below dirfd,
+// removing it again on error.
+func CreateAt(dirfd int, name string, content []byte) error {
+	fd, err := openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	for len(content) > 0 && err == nil {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(content))), uintptr(len(content)))
+		switch e {
+		case 0:
+			content = content[n:]
+		case unix.EINTR:
+		default:
+			err = e
+		}
+	}
+	if cerr := closeFd(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		unix.Unlinkat(dirfd, name, 0)
+	}
+	return err
+}
+
+// MkdirAt creates directory name below dirfd.
+func MkdirAt(dirfd int, name string, mode uint32) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_MKDIRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), uintptr(mode))
+	return errnoErr(e)
+}
+
+// SymlinkAt creates name below dirfd as a symlink to target.
+func SymlinkAt(target string, dirfd int, name string) error {
+	t, err := unix.BytePtrFromString(target)
+	if err != nil {
+		return err
+	}
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_SYMLINKAT, uintptr(unsafe.Pointer(t)), uintptr(dirfd), uintptr(unsafe.Pointer(p)))
+	return errnoErr(e)
+}
