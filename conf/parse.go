@@ -88,7 +88,13 @@ func (schema *Schema) Parse(path string, src []byte) (*File, error) {
 		}
 		return nil, Errors{{File: path, Msg: "TOML syntax error: " + err.Error()}}
 	}
-	p := parser{schema: schema, file: &File{Path: path, src: src}}
+	n := 0
+	for _, v := range raw {
+		if t, ok := v.(map[string]any); ok {
+			n += len(t)
+		}
+	}
+	p := parser{schema: schema, file: &File{Path: path, src: src, Values: make([]Value, 0, n)}}
 	for secName, v := range raw {
 		p.section(secName, v)
 	}

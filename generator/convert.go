@@ -61,7 +61,8 @@ type Paths struct {
 
 // Convert renders m.
 func Convert(m *conf.Machine, paths Paths) (*Output, error) {
-	nspawn, err := render(m, conf.NspawnSections, nil)
+	head := header(m)
+	nspawn, err := render(m, head, conf.NspawnSections, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func Convert(m *conf.Machine, paths Paths) (*Output, error) {
 			unit.NewUnitOption(conf.SecUnit, "After", tu),
 			unit.NewUnitOption(conf.SecService, "ExecStartPre", path.Join(paths.BinDir, "berth")+" clone --if-missing "+t.Str+" %i"))
 	}
-	dropIn, err := render(m, []string{conf.SecUnit, conf.SecService}, source)
+	dropIn, err := render(m, head, []string{conf.SecUnit, conf.SecService}, source)
 	if err != nil {
 		return nil, err
 	}
@@ -95,8 +96,8 @@ func Convert(m *conf.Machine, paths Paths) (*Output, error) {
 }
 
 // render turns the given sections of m into unit options, in schema order
-// so output is byte-stable, and serializes them after the header.
-func render(m *conf.Machine, sections []string, first []*unit.UnitOption) ([]byte, error) {
+// so output is byte-stable, and serializes them after head.
+func render(m *conf.Machine, head string, sections []string, first []*unit.UnitOption) ([]byte, error) {
 	opts := first
 	for i := range m.Values {
 		v := &m.Values[i]
@@ -110,7 +111,6 @@ func render(m *conf.Machine, sections []string, first []*unit.UnitOption) ([]byt
 			return nil, fmt.Errorf("[%s] %s: value contains a newline", o.Section, o.Name)
 		}
 	}
-	head := header(m)
 	body, err := serialize(opts)
 	if err != nil {
 		return nil, err
@@ -174,6 +174,7 @@ func serialize(opts []*unit.UnitOption) ([]byte, error) {
 // header names berth and the files a generated file came from.
 func header(m *conf.Machine) string {
 	var b strings.Builder
+	b.Grow(len(Header) + 64 + len(m.Source) + 32*len(m.DropIns))
 	b.WriteString(Header)
 	b.WriteString("\n# Source: " + m.Source + "\n")
 	for _, d := range m.DropIns {
