@@ -14,7 +14,8 @@ import (
 // and importd: export, import and clone of one bookworm minbase image,
 // berth against machinectl and against tar | zstd, printing table rows.
 const machinesScript = `
-t() { local s=$(date +%s.%N); "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >> /var/lib/berth-test/rows; return 1; }; awk "BEGIN { printf \"%.2f\", $(date +%s.%N) - $s }"; }
+# Each timed command starts with nothing left to write back from the last.
+t() { sync; local s=$(date +%s.%N); "$@" > /dev/null 2>&1 || { echo "FAILED: $*" >> /var/lib/berth-test/rows; return 1; }; awk "BEGIN { printf \"%.2f\", $(date +%s.%N) - $s }"; }
 calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 row() { echo "$1" >> /var/lib/berth-test/rows; }
 size() { stat -c %s "$1"; }
