@@ -50,6 +50,36 @@ type later struct {
 	hdr  *tar.Header
 }
 
+// parentDir keeps the last parent directory opened (through the root, so
+// inside it) for the entries that follow in it: tar streams list a
+// directory's entries together, and opening each entry's path afresh walks
+// every component of it.
+type parentDir struct {
+	root *os.Root
+	name string
+	f    *os.File
+}
+
+// fd returns a descriptor for directory dir below the root.
+func (p *parentDir) fd(dir string) (int, error) {
+	if p.f == nil || p.name != dir {
+		p.close()
+		f, err := p.root.Open(dir)
+		if err != nil {
+			return -1, err
+		}
+		p.f, p.name = f, dir
+	}
+	return int(p.f.Fd()), nil
+}
+
+func (p *parentDir) close() {
+	if p.f != nil {
+		p.f.Close()
+		p.f = nil
+	}
+}
+
 // Extract unpacks the tar stream r into dir, which must be an empty
 // directory. Everything goes through an os.Root on dir, so no entry,
 // symlink or hard link can make it write outside; device nodes are only
@@ -62,6 +92,8 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 	}
 	defer root.Close()
 	tr := tar.NewReader(r)
+	parent := &parentDir{root: root}
+	defer parent.close()
 	var (
 		meta []later
 		done int64
@@ -106,7 +138,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		case tar.TypeReg, tar.TypeRegA:
 			// A file gets all its attributes through its descriptor as
 			// soon as its data is written: nothing can change it later.
-			n, err := writeFile(root, name, tr, hdr, buf)
+			n, err := writeFile(parent, name, tr, hdr, buf)
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
@@ -146,17 +178,23 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 // writeFile writes a regular file, keeping it sparse, then applies owner,
 // mode, extended attributes and times through its descriptor, in the
 // order that keeps them: chown clears set-id bits and capabilities.
-func writeFile(root *os.Root, name string, r io.Reader, hdr *tar.Header, buf []byte) (int64, error) {
-	f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+func writeFile(parent *parentDir, name string, r io.Reader, hdr *tar.Header, buf []byte) (int64, error) {
+	pfd, err := parent.fd(path.Dir(name))
 	if err != nil {
 		return 0, err
 	}
+	// One component below a directory inside the root; O_EXCL also
+	// refuses an existing symlink there.
+	fd, err := unix.Openat(pfd, path.Base(name), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	n, err := writeSparse(f, r, hdr.Size, buf)
 	if err != nil {
 		return n, err
 	}
-	fd := int(f.Fd())
 	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 		return n, fmt.Errorf("chown: %w", err)
 	}
@@ -178,13 +216,14 @@ func writeFile(root *os.Root, name string, r io.Reader, hdr *tar.Header, buf []b
 // so that sparse files stay sparse.
 func writeSparse(f *os.File, r io.Reader, size int64, buf []byte) (int64, error) {
 	var off int64
+	hole := false // the file ends in a hole: only a truncate gives it its size
 	for off < size {
 		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
 		if err != nil {
 			return off, fmt.Errorf("archive ends inside the file: %w", err)
 		}
 		chunk := buf[:n]
-		if allZero(chunk) {
+		if hole = allZero(chunk); hole {
 			if _, err := f.Seek(int64(n), io.SeekCurrent); err != nil {
 				return off, err
 			}
@@ -193,7 +232,10 @@ func writeSparse(f *os.File, r io.Reader, size int64, buf []byte) (int64, error)
 		}
 		off += int64(n)
 	}
-	return off, f.Truncate(size)
+	if hole {
+		return off, f.Truncate(size)
+	}
+	return off, nil
 }
 
 var zeros = make([]byte, 1<<16)
@@ -229,28 +271,14 @@ func mknod(root *os.Root, name string, hdr *tar.Header) error {
 // works relative to each parent's descriptor, kept while siblings follow.
 func applyMeta(root *os.Root, meta []later) error {
 	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
-	var (
-		parent     *os.File
-		parentName string
-	)
-	defer func() {
-		if parent != nil {
-			parent.Close()
-		}
-	}()
+	parent := &parentDir{root: root}
+	defer parent.close()
 	for _, m := range meta {
-		dir, base := path.Dir(m.name), path.Base(m.name)
-		if parent == nil || dir != parentName {
-			if parent != nil {
-				parent.Close()
-			}
-			var err error
-			if parent, err = root.Open(dir); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
-			}
-			parentName = dir
+		base := path.Base(m.name)
+		pfd, err := parent.fd(path.Dir(m.name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		pfd := int(parent.Fd())
 		if err := unix.Fchownat(pfd, base, m.hdr.Uid, m.hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown %s: %w", m.name, err)
 		}
