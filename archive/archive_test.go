@@ -119,6 +119,24 @@ func tree(t *testing.T) string {
 	must(f.Truncate(64 << 20))
 	f.WriteAt([]byte("end"), 64<<20-3)
 	f.Close()
+	// Files that end in a hole, small (written by Extract's writers) and
+	// large (by Extract itself): only a truncate gives them their size.
+	for name, size := range map[string]int64{"hole-end-small": 192 << 10, "hole-end-large": 1 << 20} {
+		must(os.WriteFile(filepath.Join(root, name), []byte("start"), 0o644))
+		must(os.Truncate(filepath.Join(root, name), size))
+	}
+	// Many small files in several directories, written in parallel, each
+	// with its own content, mode and owner.
+	for i := range 300 {
+		dir := filepath.Join(root, "many", fmt.Sprint(i%7))
+		must(os.MkdirAll(dir, 0o755))
+		p := filepath.Join(dir, fmt.Sprintf("f%03d", i))
+		must(os.WriteFile(p, bytes.Repeat([]byte{byte(i%255 + 1)}, i*97), 0o600))
+		must(os.Chmod(p, os.FileMode(0o400+i%0o300)))
+		must(os.Lchown(p, i, 1000+i))
+	}
+	// A hard link whose target is a small file queued just before it.
+	must(os.Link(filepath.Join(root, "many/6/f293"), filepath.Join(root, "many/zz-link")))
 	// A POSIX ACL (system.posix_acl_access) and a default ACL on a directory.
 	must(exec.Command("setfacl", "-m", "u:1234:r", filepath.Join(root, "owned")).Run())
 	must(exec.Command("setfacl", "-d", "-m", "g:5678:rx", filepath.Join(root, "usr")).Run())
@@ -196,6 +214,8 @@ func TestHostileArchives(t *testing.T) {
 		"hardlink-dotdot":    hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../.." + target}),
 		"device-outside-dev": hostile(t, tar.Header{Name: "etc/sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}),
 		"truncated":          hostile(t, reg("a"))[:514],
+		"duplicate-file":     hostile(t, reg("a"), reg("a")),
+		"file-then-dir":      hostile(t, reg("a"), tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}),
 		"huge-size":          hostile(t, tar.Header{Name: "big", Typeflag: tar.TypeReg, Size: 1 << 40, Mode: 0o644})[:2048],
 		"garbage":            bytes.Repeat([]byte("not an archive "), 100),
 		"wrong-compression":  append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 600)...),

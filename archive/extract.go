@@ -94,6 +94,8 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 	tr := tar.NewReader(r)
 	parent := &parentDir{root: root}
 	defer parent.close()
+	w := newWriters(root)
+	defer w.close()
 	var (
 		meta []later
 		done int64
@@ -102,6 +104,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 	)
 	for {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := w.failed(); err != nil {
 			return err
 		}
 		hdr, err := tr.Next()
@@ -138,9 +143,15 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		case tar.TypeReg, tar.TypeRegA:
 			// A file gets all its attributes through its descriptor as
 			// soon as its data is written: nothing can change it later.
-			n, err := writeFile(parent, name, tr, hdr, buf)
+			// Small ones are written on other CPUs meanwhile.
+			n := hdr.Size
+			if n <= smallFile {
+				err = w.add(name, hdr, tr)
+			} else if n, err = writeFile(parent, name, tr, hdr, buf); err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			}
 			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+				return err
 			}
 			if done += n; count != nil {
 				count(done)
@@ -149,6 +160,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		case tar.TypeLink:
 			target, err := clean(hdr.Linkname)
 			if err != nil {
+				return err
+			}
+			if err := w.wait(); err != nil { // the target may be queued
 				return err
 			}
 			if err := root.Link(target, name); err != nil {
@@ -171,6 +185,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 			return &UnsafeError{hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag)}
 		}
 		meta = append(meta, later{name, hdr})
+	}
+	if err := w.wait(); err != nil {
+		return err
 	}
 	return applyMeta(root, meta)
 }
