@@ -147,11 +147,11 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 			n := hdr.Size
 			if n <= smallFile {
 				err = w.add(name, hdr, tr)
-			} else if n, err = writeFile(parent, name, tr, hdr, buf); err != nil {
-				err = fmt.Errorf("%s: %w", name, err)
+			} else {
+				n, err = writeFile(parent, name, tr, hdr, buf)
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", name, err)
 			}
 			if done += n; count != nil {
 				count(done)

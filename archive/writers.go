@@ -69,7 +69,7 @@ func (w *writers) add(name string, hdr *tar.Header, r io.Reader) error {
 	*data = (*data)[:hdr.Size]
 	if _, err := io.ReadFull(r, *data); err != nil {
 		w.bufs.Put(data)
-		return fmt.Errorf("%s: archive ends inside the file: %w", name, err)
+		return fmt.Errorf("archive ends inside the file: %w", err)
 	}
 	w.pending.Add(1)
 	w.jobs <- fileJob{name, hdr, data}
