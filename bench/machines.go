@@ -47,8 +47,7 @@ for i in 1 2 3; do
 done
 btrfs -q subvolume snapshot /var/lib/machines/tm /var/lib/machines/big
 head -c 1100M /dev/urandom > /var/lib/machines/big/data
-sed -i 's/"name": "tm"/"name": "big"/' /var/lib/machines/big/usr/lib/berth/template.json
-btrfs property set /var/lib/machines/big ro true
+berth template adopt big >/dev/null
 for i in 1 2 3; do
 	mc=$(t machinectl clone big mbig$i); bc=$(t berth clone big bbig$i)
 	row "| clone 1.3 GB, run $i | machinectl clone $mc s | berth clone $bc s |"

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-project/berth/btrfs"
+	"github.com/berth-project/berth/internal/btrfs"
 	"github.com/berth-project/berth/testbed"
 )
 
@@ -158,7 +158,7 @@ func freshBtrfs(dir string) error {
 	if err := sh("", "mount", "-o", "loop", img, mnt); err != nil {
 		return err
 	}
-	if ok, _ := btrfs.IsBtrfs(mnt); !ok {
+	if ok, _ := btrfs.IsBtrfsPath(mnt); !ok {
 		return fmt.Errorf("%s is not btrfs", mnt)
 	}
 	return nil

@@ -13,8 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/parallel"
-	"github.com/berth-project/berth/rawfile"
+	"github.com/berth-project/berth/internal/parallel"
+	"github.com/berth-project/berth/internal/rawfile"
 )
 
 // SearchDirs are berth's config roots, highest priority first, as systemd

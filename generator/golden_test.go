@@ -13,7 +13,7 @@ import (
 	"golang.org/x/tools/txtar"
 
 	"github.com/berth-project/berth/generator"
-	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/internal/syslog"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

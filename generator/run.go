@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/parallel"
-	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/internal/parallel"
+	"github.com/berth-project/berth/internal/syslog"
 )
 
 // Config is one generator run.

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/berth-project/berth/generator"
-	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/internal/syslog"
 )
 
 // BenchmarkRun1000 is the in-process view of bench/: 1000 machines from

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/rawfile"
+	"github.com/berth-project/berth/internal/rawfile"
 )
 
 // writer is all the file system work of a run. It lists the directories it

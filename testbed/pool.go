@@ -18,9 +18,12 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"time"
 
-	"github.com/berth-project/berth/btrfs"
+	"github.com/berth-project/berth/internal/btrfs"
+	"github.com/berth-project/berth/internal/image"
 )
 
 // Packages are what the base image holds: systemd with machined and
@@ -162,7 +165,7 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 	}
 	tmp := final + ".tmp"
 	_ = p.DeleteSubvolume(ctx, tmp) // leftover of an interrupted build
-	if err := btrfs.Create(tmp); err != nil {
+	if err := withParent(tmp, btrfs.Create); err != nil {
 		return "", err
 	}
 	pkgs := append(append([]string{}, Packages...), extra...)
@@ -172,7 +175,14 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 		err = flattenNested(tmp)
 	}
 	if err == nil {
-		err = btrfs.SetReadOnly(tmp, true)
+		err = withParent(tmp, func(d *os.File, name string) error {
+			f, err := image.OpenDir(d, name)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			return btrfs.SetReadOnly(f, true)
+		})
 	}
 	if err == nil {
 		err = os.Rename(tmp, final)
@@ -190,33 +200,56 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 // the tree (/var/lib/machines, /var/lib/portables) with plain directories:
 // a snapshot would show them as dead empty directories anyway.
 func flattenNested(root string) error {
-	nested, err := btrfs.Nested(root)
+	f, err := image.OpenTree(root)
 	if err != nil {
 		return err
 	}
-	for _, p := range nested {
-		if err := btrfs.Delete(p); err != nil {
+	defer f.Close()
+	nested, err := image.Nested(f)
+	if err != nil {
+		return err
+	}
+	for i := len(nested) - 1; i >= 0; i-- {
+		d, name, err := image.Parent(f, nested[i])
+		if err != nil {
 			return err
 		}
-		if err := os.Mkdir(p, 0o700); err != nil {
-			return fmt.Errorf("flatten %s: %w", p, err)
+		err = image.DeleteTree(d, name)
+		if err == nil {
+			err = unix.Mkdirat(int(d.Fd()), name, 0o700)
+		}
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("flatten %s: %w", nested[i], err)
 		}
 	}
 	return nil
 }
 
+// withParent calls fn with the open directory holding path and its name.
+func withParent(path string, fn func(*os.File, string) error) error {
+	d, err := image.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return fn(d, filepath.Base(path))
+}
+
 // Snapshot makes a writable snapshot of base named name.
 func (p *Pool) Snapshot(ctx context.Context, base, name string) (string, error) {
+	src, err := image.OpenTree(base)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
 	dst := filepath.Join(p.mnt, name)
-	return dst, btrfs.Snapshot(base, dst, false)
+	return dst, withParent(dst, func(d *os.File, name string) error { return btrfs.Snapshot(src, d, name, false) })
 }
 
 // DeleteSubvolume deletes path and every subvolume nested below it.
 func (p *Pool) DeleteSubvolume(ctx context.Context, path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return btrfs.Delete(path)
+	return withParent(path, image.DeleteTree)
 }
 
 // removeStale deletes scenario snapshots left by killed runs: anything

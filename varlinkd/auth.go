@@ -1,10 +1,12 @@
 package varlinkd
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/varlink/go/varlink"
@@ -21,57 +23,96 @@ type Authorizer interface {
 }
 
 // Polkit allows root, and asks polkit over the system bus about everyone
-// else. Without a bus or polkit, non-root callers are refused.
-type Polkit struct{}
+// else, on one bus connection shared by all calls. Without a bus or
+// polkit, non-root callers are refused.
+type Polkit struct {
+	mu   sync.Mutex
+	conn *dbus.Conn
+}
+
+// polkitResult is CheckAuthorization's one (bba{ss}) reply.
+type polkitResult struct {
+	IsAuthorized, IsChallenge bool
+	Details                   map[string]string
+}
+
+func (p *Polkit) bus() (*dbus.Conn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil && p.conn.Connected() {
+		return p.conn, nil
+	}
+	conn, err := dbus.ConnectSystemBus()
+	if err != nil {
+		return nil, fmt.Errorf("polkit: %w", err)
+	}
+	p.conn = conn
+	return conn, nil
+}
 
 // Allowed implements Authorizer.
-func (Polkit) Allowed(c Caller, action string, interactive bool) (bool, error) {
+func (p *Polkit) Allowed(c Caller, action string, interactive bool) (bool, error) {
 	if !c.known {
 		return false, nil
 	}
 	if c.UID == 0 {
 		return true, nil
 	}
-	conn, err := dbus.ConnectSystemBus()
-	if err != nil {
-		return false, fmt.Errorf("polkit: %w", err)
-	}
-	defer conn.Close()
-	start, err := processStartTime(c.PID)
+	conn, err := p.bus()
 	if err != nil {
 		return false, err
 	}
-	subject := struct {
-		Kind    string
-		Details map[string]dbus.Variant
-	}{"unix-process", map[string]dbus.Variant{
-		"pid":        dbus.MakeVariant(uint32(c.PID)),
-		"start-time": dbus.MakeVariant(start),
-		"uid":        dbus.MakeVariant(int32(c.UID)),
-	}}
 	var flags uint32
 	if interactive {
 		flags = 1 // AllowUserInteraction
 	}
-	var result struct {
-		IsAuthorized, IsChallenge bool
-		Details                   map[string]string
-	}
 	authority := conn.Object("org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority")
-	err = authority.Call("org.freedesktop.PolicyKit1.Authority.CheckAuthorization", 0,
-		subject, action, map[string]string{}, flags, "").Store(&result.IsAuthorized, &result.IsChallenge, &result.Details)
+	check := func(details map[string]dbus.Variant) (polkitResult, error) {
+		subject := struct {
+			Kind    string
+			Details map[string]dbus.Variant
+		}{"unix-process", details}
+		var r polkitResult
+		err := authority.Call("org.freedesktop.PolicyKit1.Authority.CheckAuthorization", 0,
+			subject, action, map[string]string{}, flags, "").Store(&r)
+		return r, err
+	}
+	// A pidfd names the process without a reuse race; polkit takes one
+	// since version 124. Older ones fail the call, and get PID and start
+	// time, read when the caller connected.
+	var r polkitResult
+	err = errNoPIDFD
+	if c.PIDFD >= 0 {
+		r, err = check(map[string]dbus.Variant{
+			"pidfd": dbus.MakeVariant(dbus.UnixFD(c.PIDFD)),
+			"uid":   dbus.MakeVariant(int32(c.UID)),
+		})
+	}
+	if err != nil {
+		r, err = check(map[string]dbus.Variant{
+			"pid":        dbus.MakeVariant(uint32(c.PID)),
+			"start-time": dbus.MakeVariant(c.StartTime),
+			"uid":        dbus.MakeVariant(int32(c.UID)),
+		})
+	}
 	if err != nil {
 		return false, fmt.Errorf("polkit: %w", err)
 	}
-	return result.IsAuthorized, nil
+	return r.IsAuthorized, nil
 }
 
-// allowed asks s.Auth about the caller of c; an error from polkit is
-// logged and counts as a refusal.
+var errNoPIDFD = errors.New("no pidfd")
+
+// allowed asks s.Auth about the caller of c. A refusal is logged once,
+// with uid and action; an error from polkit counts as a refusal.
 func (s *Server) allowed(c *varlink.Call, action string, interactive *bool) bool {
-	ok, err := s.Auth.Allowed(caller(c), action, interactive != nil && *interactive)
-	if err != nil {
-		s.Log.Warningf("authorization of %s: %v", action, err)
+	who := caller(c)
+	ok, err := s.Auth.Allowed(who, action, interactive != nil && *interactive)
+	switch {
+	case err != nil:
+		s.Log.Warningf("denied %s to uid %d (pid %d): %v", action, who.UID, who.PID, err)
+	case !ok:
+		s.Log.Noticef("denied %s to uid %d (pid %d)", action, who.UID, who.PID)
 	}
 	return ok
 }

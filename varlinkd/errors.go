@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 

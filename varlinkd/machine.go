@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-project/berth/archive"
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/machine"
-	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/internal/archive"
+	"github.com/berth-project/berth/internal/machine"
+	"github.com/berth-project/berth/internal/pool"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 )
 

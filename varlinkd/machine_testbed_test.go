@@ -37,7 +37,7 @@ check m2-from-tm sh -c "berth show m2 | grep -q 'Template: tm'"
 # Snapshots: taken while running, restored after stopping.
 echo before > /var/lib/machines/m2/state
 check snapshot-while-running berth snapshot m2 s1
-check snapshot-readonly sh -c "btrfs property get /var/lib/machines/.berth-snapshots/m2/s1 ro | grep -q true"
+check snapshot-readonly sh -c "btrfs property get /var/lib/machines/.#berth/snapshots/m2/s1 ro | grep -q true"
 check snapshot-listed sh -c "berth snapshot --list m2 | grep -q '^s1 '"
 check snapshot-exists-refused fails_with 'already has a snapshot' berth snapshot m2 s1
 echo after > /var/lib/machines/m2/state
@@ -52,7 +52,7 @@ check remove-running-refused fails_with 'is running' berth remove m2
 check rename-running-refused fails_with 'MachineRunning' varlinkctl call $S io.berth.Machine.Rename '{"name":"m2","newName":"m3"}'
 check remove-force berth remove --force m2
 check removed-force sh -c "! test -e /var/lib/machines/m2 && ! machinectl show m2"
-check snapshots-removed-with-machine test ! -e /var/lib/machines/.berth-snapshots/m2
+check snapshots-removed-with-machine test ! -e /var/lib/machines/.#berth/snapshots/m2
 
 check snapshot-c1 berth snapshot c1 keep
 check rename berth rename c1 c2
@@ -64,18 +64,73 @@ check remove-template-refused fails_with 'is a template' berth remove tm
 check remove berth remove c2
 check remove-missing fails_with 'NoSuchImage' varlinkctl call $S io.berth.Machine.Remove '{"name":"c2"}'
 
-# Nested subvolumes are cloned whole.
+# Nested subvolumes are cloned whole. What the image says of itself
+# (berth's old in-tree record) does not make it a template; an admin does.
 btrfs -q subvolume create /var/lib/machines/nest
 mkdir -p /var/lib/machines/nest/usr/lib/berth /var/lib/machines/nest/etc /var/lib/machines/nest/var/lib
 echo '{"name":"nest"}' > /var/lib/machines/nest/usr/lib/berth/template.json
 btrfs -q subvolume create /var/lib/machines/nest/var/lib/machines
 echo inner > /var/lib/machines/nest/var/lib/machines/file
-btrfs -q property set /var/lib/machines/nest ro true
+check forged-record-ignored fails_with 'no template "nest"' berth clone nest nc
+check forged-record-listed-as-machine sh -c "berth list | grep -E '^nest +machine '"
+check nobody-adopt-refused fails_with 'PermissionDenied' runuser -u nobody -- berth template adopt nest
+check adopt berth template adopt nest
+check adopted-readonly test "$(machinectl show-image nest -p ReadOnly --value)" = yes
+check adopted-listed sh -c "berth template list | grep -q '^nest '"
 check clone-nested berth clone nest nc
 check nested-content grep -qx inner /var/lib/machines/nc/var/lib/machines/file
 check nested-is-subvolume btrfs subvolume show /var/lib/machines/nc/var/lib/machines
 check remove-nested berth remove nc
 check no-leftovers sh -c "! ls -A /var/lib/machines | grep -F '.#berth-'"
+
+# An image's symlinks point into the host: a clone replaces them, never
+# writes through them.
+echo host-id > /etc/test-machine-id; echo host > /etc/test-hostname
+btrfs -q subvolume create /var/lib/machines/evil
+mkdir -p /var/lib/machines/evil/etc
+ln -s /etc/test-machine-id /var/lib/machines/evil/etc/machine-id
+ln -s /etc/test-hostname /var/lib/machines/evil/etc/hostname
+check adopt-evil berth template adopt evil
+check clone-evil berth clone evil e1
+check host-machine-id-kept grep -qx host-id /etc/test-machine-id
+check host-hostname-kept grep -qx host /etc/test-hostname
+check clone-evil-own-id sh -c "test -f /var/lib/machines/e1/etc/machine-id && ! test -L /var/lib/machines/e1/etc/machine-id"
+btrfs -q subvolume create /var/lib/machines/evil2
+ln -s /etc /var/lib/machines/evil2/etc
+berth template adopt evil2
+check clone-through-etc-link-refused fails_with 'symlink' berth clone evil2 e2
+check host-etc-kept sh -c "test -s /etc/hostname && test -s /etc/machine-id"
+check refused-clone-left-nothing sh -c "! test -e /var/lib/machines/e2 && ! ls -A /var/lib/machines | grep -F '.#berth-'"
+# Listing never reads an image's files: a FIFO or /dev/zero there is inert.
+mkfifo /var/lib/machines/e1/usr-fifo 2>/dev/null; mkdir -p /var/lib/machines/e1/usr/lib/berth
+mkfifo /var/lib/machines/e1/usr/lib/berth/template.json
+check list-with-fifo timeout 20 berth list
+check show-with-fifo sh -c "timeout 20 berth show e1 | grep -q 'Kind: machine'"
+
+# machinectl's housekeeping leaves berth's data alone.
+check snapshot-before-clean berth snapshot e1 keep
+check clean-all machinectl clean --all
+check list-images-all-hides-state sh -c "! machinectl list-images --all --no-legend | grep -F '.#berth'"
+check snapshot-survives-clean sh -c "berth snapshot --list e1 | grep -q '^keep '"
+check template-survives-clean sh -c "berth template list | grep -q '^tm '"
+
+# polkit: a user a rules.d file grants io.berth.manage-machines clones and
+# snapshots; one it does not is refused and changes nothing.
+useradd -m alice
+cat > /etc/polkit-1/rules.d/50-berth-test.rules <<'RULES'
+polkit.addRule(function(action, subject) {
+	if (action.id == "io.berth.manage-machines" && subject.user == "alice")
+		return polkit.Result.YES;
+});
+RULES
+sleep 1
+check granted-clone runuser -u alice -- berth clone tm a1
+check granted-clone-made test -d /var/lib/machines/a1/etc
+check granted-snapshot runuser -u alice -- berth snapshot a1 s1
+check granted-varlinkctl runuser -u alice -- varlinkctl call $S io.berth.Machine.Clone '{"template":"tm","name":"a2"}'
+check granted-only-its-action fails_with 'PermissionDenied' runuser -u alice -- berth template remove tm
+check other-user-refused sh -c "! runuser -u nobody -- berth clone tm n2 && ! test -e /var/lib/machines/n2"
+check denial-logged sh -c "journalctl -u berthd.service -p notice | grep -q 'denied io.berth.manage-machines to uid 65534'"
 `
 	testbed.Boot(t, testbed.Scenario{Name: "machines", Script: script, Timeout: 6 * time.Minute,
 		Files: map[string]string{

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
 )
 

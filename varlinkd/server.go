@@ -15,9 +15,9 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/machine"
-	"github.com/berth-project/berth/syslog"
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/machine"
+	"github.com/berth-project/berth/internal/syslog"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
@@ -36,9 +36,13 @@ type Server struct {
 	Log    *syslog.Logger
 	// Notify reports status to the service manager (sd_notify); may be nil.
 	Notify func(state string)
+	// Limits bound each client; zero fields take DefaultLimits'.
+	Limits Limits
 
 	svc   *varlink.Service
-	conns atomic.Int64 // open connections
+	conns connTable
+	calls atomic.Int64 // calls being answered
+	last  atomic.Int64 // when the last call ended, in Unix nanoseconds
 	ops   atomic.Int64 // running operations, background ones included
 	wg    sync.WaitGroup
 	base  context.Context // outlives connections: background operations
@@ -64,6 +68,7 @@ func New(s *Server) (*Server, error) {
 		return nil, err
 	}
 	s.svc = svc
+	s.Limits = s.Limits.withDefaults()
 	if s.Notify == nil {
 		s.Notify = func(string) {}
 	}
@@ -95,35 +100,61 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, idle time.Duration) 
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if s.conns.Load() == 0 && s.ops.Load() == 0 {
+				// Open connections that wait for a request do not keep
+				// berthd: only calls and operations do.
+				quiet := time.Since(time.Unix(0, s.last.Load())) >= idle
+				if quiet && s.calls.Load() == 0 && s.ops.Load() == 0 {
 					s.Log.Debugf("idle for %s, exiting", idle)
+					s.stopping.Store(true)
+					s.conns.closeIdle()
 					s.wg.Wait()
 					return nil
 				}
 				continue
 			}
 			if ctx.Err() != nil || s.stopping.Load() {
+				s.conns.closeIdle()
 				s.wg.Wait()
 				return nil
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		s.conns.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.conns.Add(-1)
-			s.svc.ServeConn(ctx, conn)
-		}()
+		s.start(ctx, conn)
 	}
 }
 
-// ServeConn serves one already connected socket (tests use a socketpair).
+// start serves conn in its own goroutine, or closes it at once when it
+// would pass a connection limit.
+func (s *Server) start(ctx context.Context, conn net.Conn) {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return
+	}
+	c := newServerConn(uc, s.Limits)
+	if !s.conns.add(c, s.Limits) {
+		s.Log.Warningf("refusing connection of uid %d (pid %d): too many connections", c.caller.UID, c.caller.PID)
+		c.caller.release()
+		uc.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.conns.remove(c)
+		defer c.caller.release()
+		s.serve(ctx, c)
+	}()
+}
+
+// ServeConn serves one already connected socket (tests use a socketpair)
+// and returns when it is closed.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 	if s.base == nil {
 		s.base = ctx
 	}
-	s.svc.ServeConn(ctx, conn)
+	s.start(ctx, conn)
+	s.wg.Wait()
 }
 
 // exitSoon stops accepting calls at once and lets Serve return when the

@@ -13,10 +13,10 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/machine"
-	"github.com/berth-project/berth/pool"
-	"github.com/berth-project/berth/syslog"
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/machine"
+	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/syslog"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
@@ -76,7 +76,7 @@ func ptr[T any](v T) *T { return &v }
 // generated server interface is unexported, so a wrongly typed method
 // would compile and answer MethodNotImplemented.
 func TestEveryMethodAnswers(t *testing.T) {
-	c := connect(t, varlinkd.Polkit{})
+	c := connect(t, &varlinkd.Polkit{})
 	ctx := context.Background()
 	desc, err := c.GetInterfaceDescription(ctx, "io.berth.Template")
 	if err != nil || !strings.Contains(desc, "method Create(") {
@@ -101,6 +101,9 @@ func TestEveryMethodAnswers(t *testing.T) {
 	if err := ioberthtemplate.Remove().Call(ctx, c, "nope", nil); !errors.As(err, &nst) {
 		t.Errorf("Remove: %v", err)
 	}
+	if _, err := ioberthtemplate.Adopt().Call(ctx, c, "nope", nil); !errors.As(err, &nst) {
+		t.Errorf("Adopt: %v", err)
+	}
 	_, _, err = ioberthtemplate.Create().Call(ctx, c, "bad_name", &ioberthtemplate.Recipe{Suite: "bookworm"}, nil, nil)
 	var inv *ioberthtemplate.InvalidName
 	if !errors.As(err, &inv) || inv.Name != "bad_name" || !strings.Contains(inv.Reason, "'_'") {
@@ -118,7 +121,7 @@ func TestEveryMethodAnswers(t *testing.T) {
 }
 
 func TestEveryMachineMethodAnswers(t *testing.T) {
-	c := connect(t, varlinkd.Polkit{})
+	c := connect(t, &varlinkd.Polkit{})
 	ctx := context.Background()
 	var (
 		nsi *ioberthmachine.NoSuchImage
@@ -177,7 +180,7 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 }
 
 func TestEveryPoolMethodAnswers(t *testing.T) {
-	c := connect(t, varlinkd.Polkit{})
+	c := connect(t, &varlinkd.Polkit{})
 	ctx := context.Background()
 	path, isBtrfs, _, err := ioberthpool.Show().Call(ctx, c)
 	if err != nil || path == "" {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -155,4 +155,20 @@ func (t *templateIface) Remove(ctx context.Context, c ioberthtemplate.VarlinkCal
 	}
 	t.s.Log.Infof("template %s removed", name)
 	return c.ReplyRemove(ctx)
+}
+
+func (t *templateIface) Adopt(ctx context.Context, c ioberthtemplate.VarlinkCall, name string, interactive *bool) error {
+	if ok, err := t.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	// A template is read-only: a running machine would lose its root.
+	if img, err := t.s.Machines.Show(name); err == nil && img.Running {
+		return c.ReplyBusy(ctx, name)
+	}
+	info, err := t.s.Templates.Adopt(name)
+	if err != nil {
+		return replyTemplateError(ctx, &c, name, err)
+	}
+	t.s.Log.Infof("image %s adopted as a template", name)
+	return c.ReplyAdopt(ctx, toInfo(info))
 }

@@ -15,7 +15,7 @@ func TestTemplatesOnSystemd(t *testing.T) {
 	script := `
 S=/run/berth/io.berth
 call() { varlinkctl call "$@"; }
-leftovers() { { ls -A /var/lib/machines | grep -F '.#berth-'; ls -A /var/lib/machines/.berth-bases 2>/dev/null | grep -F '.#'; } | grep .; }
+leftovers() { { ls -A /var/lib/machines | grep -F '.#berth-'; ls -A '/var/lib/machines/.#berth/bases' 2>/dev/null | grep -F '.#'; } | grep .; }
 nothing_left() { ! leftovers && ! test -e /var/lib/machines/$1; }
 fails_with() { # fails_with ERROR ARGS... — the call fails, naming ERROR
 	local want=$1; shift

@@ -10,7 +10,7 @@ import (
 	"runtime/debug"
 
 	"github.com/berth-project/berth/generator"
-	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/internal/syslog"
 )
 
 // Set by meson: systemd's systemdsystemunitdir and berth's bindir.

@@ -4,7 +4,7 @@ package main
 import (
 	"os"
 
-	"github.com/berth-project/berth/cli"
+	"github.com/berth-project/berth/internal/cli"
 )
 
 func main() { os.Exit(cli.Run(os.Args[1:], os.Stdout, os.Stderr)) }

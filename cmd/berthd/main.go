@@ -16,10 +16,10 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/machine"
-	"github.com/berth-project/berth/pool"
-	"github.com/berth-project/berth/syslog"
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/machine"
+	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/syslog"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd"
 )
 
@@ -36,7 +36,7 @@ func main() {
 }
 
 func run(listen, poolDir, cacheDir string, idle time.Duration) error {
-	log := syslog.New("berthd", os.Stderr)
+	log := syslog.ForDaemon("berthd")
 	confPool, confCache, err := (&conf.Loader{}).LoadSettings(pool.DefaultDir, template.DefaultCacheDir)
 	if err != nil {
 		return err
@@ -58,6 +58,9 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	if !p.Btrfs() {
 		log.Warningf("%s is not on btrfs: templates are plain directories and clones are copies", poolDir)
 	}
+	if err := p.Migrate(); err != nil {
+		log.Errorf("%v", err)
+	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
 	mm := &machine.Manager{Pool: p, Runtime: machine.Machined{}, StateDir: "/run/berth/transfers"}
 	for _, err := range append(tm.Recover(), mm.Recover()...) {
@@ -66,7 +69,7 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	notify := func(state string) { daemon.SdNotify(false, state) }
 	srv, err := varlinkd.New(&varlinkd.Server{Templates: tm, Config: &conf.Loader{Schema: conf.Templates},
 		Machines: mm,
-		Auth:     varlinkd.Polkit{}, Log: log, Notify: notify})
+		Auth:     &varlinkd.Polkit{}, Log: log, Notify: notify})
 	if err != nil {
 		return err
 	}

@@ -489,6 +489,72 @@ func (m Remove_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	}, nil
 }
 
+// Make the image name, from machinectl, an import or a pull, a template:
+// read-only (on btrfs), and listed and cloned as one. berth never takes an
+// image's own content as a sign that it is a template; an admin says so.
+type Adopt_methods struct{}
+
+func Adopt() Adopt_methods { return Adopt_methods{} }
+
+func (m Adopt_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, allowInteractiveAuthentication_in_ *bool) (template_out_ TemplateInfo, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, allowInteractiveAuthentication_in_)
+	if err_ != nil {
+		return
+	}
+	template_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Adopt_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (TemplateInfo, uint64, error), error) {
+	var in struct {
+		Name                           string `json:"name"`
+		AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Name = name_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Send(ctx, "io.berth.Template.Adopt", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (template_out_ TemplateInfo, flags uint64, err error) {
+		var out struct {
+			Template TemplateInfo `json:"template"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		template_out_ = out.Template
+		return
+	}, nil
+}
+
+func (m Adopt_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (template_out_ TemplateInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name                           string `json:"name"`
+		AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Name = name_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Upgrade(ctx, "io.berth.Template.Adopt", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (template_out_ TemplateInfo, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Template TemplateInfo `json:"template"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		template_out_ = out.Template
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type ioberthtemplateInterface interface {
@@ -496,6 +562,7 @@ type ioberthtemplateInterface interface {
 	List(ctx context.Context, c VarlinkCall) error
 	Show(ctx context.Context, c VarlinkCall, name_ string) error
 	Remove(ctx context.Context, c VarlinkCall, name_ string, allowInteractiveAuthentication_ *bool) error
+	Adopt(ctx context.Context, c VarlinkCall, name_ string, allowInteractiveAuthentication_ *bool) error
 }
 
 // Generated service object with all methods
@@ -598,6 +665,14 @@ func (c *VarlinkCall) ReplyRemove(ctx context.Context) error {
 	return c.Reply(ctx, nil)
 }
 
+func (c *VarlinkCall) ReplyAdopt(ctx context.Context, template_ TemplateInfo) error {
+	var out struct {
+		Template TemplateInfo `json:"template"`
+	}
+	out.Template = template_
+	return c.Reply(ctx, &out)
+}
+
 // Generated dummy implementations for all varlink methods
 
 // Build a template and put it in the pool under name. Without recipe, the
@@ -627,6 +702,13 @@ func (s *VarlinkInterface) Show(ctx context.Context, c VarlinkCall, name_ string
 // Remove a template from the pool.
 func (s *VarlinkInterface) Remove(ctx context.Context, c VarlinkCall, name_ string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Template.Remove")
+}
+
+// Make the image name, from machinectl, an import or a pull, a template:
+// read-only (on btrfs), and listed and cloned as one. berth never takes an
+// image's own content as a sign that it is a template; an admin says so.
+func (s *VarlinkInterface) Adopt(ctx context.Context, c VarlinkCall, name_ string, allowInteractiveAuthentication_ *bool) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.berth.Template.Adopt")
 }
 
 // Generated method call dispatcher
@@ -669,6 +751,17 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.ioberthtemplateInterface.Remove(ctx, VarlinkCall{call}, in.Name, in.AllowInteractiveAuthentication)
+
+	case "Adopt":
+		var in struct {
+			Name                           string `json:"name"`
+			AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.ioberthtemplateInterface.Adopt(ctx, VarlinkCall{call}, in.Name, in.AllowInteractiveAuthentication)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -772,6 +865,14 @@ method Remove(
 	name: string,
 	allowInteractiveAuthentication: ?bool
 ) -> ()
+
+# Make the image name, from machinectl, an import or a pull, a template:
+# read-only (on btrfs), and listed and cloned as one. berth never takes an
+# image's own content as a sign that it is a template; an admin says so.
+method Adopt(
+	name: string,
+	allowInteractiveAuthentication: ?bool
+) -> (template: TemplateInfo)
 
 # No template of that name exists.
 error NoSuchTemplate(name: string)

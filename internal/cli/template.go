@@ -14,7 +14,7 @@ import (
 
 func init() {
 	register("template", verb{
-		usage: "template create|list|show|remove ...",
+		usage: "template create|list|show|remove|adopt ...",
 		help:  "build and manage read-only templates (through berthd)",
 		run:   templateCmd,
 	})
@@ -22,11 +22,12 @@ func init() {
 
 func templateCmd(e *env, args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(e.stderr, "usage: berth template create NAME --suite SUITE [options] | list | show NAME | remove NAME")
+		fmt.Fprintln(e.stderr, "usage: berth template create NAME --suite SUITE [options] | list | show NAME | remove NAME | adopt NAME")
 		return exitUsage
 	}
 	sub := map[string]func(*env, []string) int{
 		"create": templateCreate, "list": templateList, "show": templateShow, "remove": templateRemove,
+		"adopt": templateAdopt,
 	}[args[0]]
 	if sub == nil {
 		fmt.Fprintf(e.stderr, "berth: unknown template command %q\n", args[0])
@@ -217,5 +218,23 @@ func templateRemove(e *env, args []string) int {
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
 		interactive := isTerminal(os.Stdin)
 		return ioberthtemplate.Remove().Call(ctx, c, name, &interactive)
+	})
+}
+
+// templateAdopt makes an image berth did not build (machinectl's, an
+// import, a pull) a template.
+func templateAdopt(e *env, args []string) int {
+	fs := e.flags("template")
+	name, ok := nameAndFlags(e, fs, args)
+	if !ok {
+		return exitUsage
+	}
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		interactive := isTerminal(os.Stdin)
+		t, err := ioberthtemplate.Adopt().Call(ctx, c, name, &interactive)
+		if err == nil {
+			fmt.Fprintf(e.stdout, "%s is a template (read-only: %v)\n", t.Name, t.ReadOnly)
+		}
+		return err
 	})
 }

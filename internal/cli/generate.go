@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/berth-project/berth/generator"
-	"github.com/berth-project/berth/syslog"
+	"github.com/berth-project/berth/internal/syslog"
 )
 
 // Set by meson, as for berth-generator; used for what the preview shows.

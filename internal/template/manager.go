@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,8 @@ import (
 	"time"
 
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/internal/image"
+	"github.com/berth-project/berth/internal/pool"
 )
 
 // Errors the service maps to its typed varlink errors.
@@ -35,11 +35,6 @@ type Info struct {
 	Packages []string  `json:"packages,omitempty"`
 }
 
-// metaPath is where a template records its recipe and package list,
-// inside its own tree so that the record travels with it (and with the
-// machines cloned from it).
-const metaPath = "usr/lib/berth/template.json"
-
 // Manager owns the templates of one pool.
 type Manager struct {
 	Pool *pool.Pool
@@ -50,9 +45,9 @@ type Manager struct {
 // DefaultCacheDir is where packages are kept between builds.
 const DefaultCacheDir = "/var/cache/berth"
 
-// baseDir keeps bootstrapped base trees in the pool itself, hidden from
-// machined by the leading dot, so that they snapshot onto templates.
-func (m *Manager) baseDir() string { return filepath.Join(m.Pool.Dir, ".berth-bases") }
+// baseDir keeps bootstrapped base trees in the pool's state directory,
+// hidden from machined, so that they snapshot onto templates.
+func (m *Manager) baseDir() string { return filepath.Join(m.Pool.StateDir(), "bases") }
 
 func (m *Manager) debCache(r *Recipe) (string, error) {
 	d := filepath.Join(m.CacheDir, "debs", r.Suite+"-"+r.Architecture)
@@ -138,10 +133,8 @@ func (m *Manager) Create(ctx context.Context, name string, r Recipe, report func
 	if info.Packages, err = packages(tmp); err != nil {
 		return nil, err
 	}
-	if err := vanilla(tmp, info); err != nil {
-		return nil, err
-	}
-	if err := m.Pool.SetReadOnly(tmp, true); err != nil {
+	id, err := m.finish(tmp)
+	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -151,6 +144,9 @@ func (m *Manager) Create(ctx context.Context, name string, r Recipe, report func
 		if errors.Is(err, pool.ErrExists) {
 			return nil, fmt.Errorf("%s: %w", m.Pool.Path(name), ErrExists)
 		}
+		return nil, err
+	}
+	if err := m.record(name, id, info); err != nil {
 		return nil, err
 	}
 	report(Progress{Phase: "finish", Percent: 100, Message: "template " + name + " ready"})
@@ -212,32 +208,36 @@ func packages(root string) ([]string, error) {
 	return lines, nil
 }
 
-// vanilla strips what would make clones share identity or stale state,
-// and writes the template's record.
-func vanilla(root string, info *Info) error {
-	// No machine-id: each clone gets its own on first boot.
-	if err := os.WriteFile(filepath.Join(root, "etc/machine-id"), nil, 0o444); err != nil {
-		return err
+// finish strips from the built tree tmp what would make clones share
+// identity or stale state, makes it read-only, and returns its ID.
+func (m *Manager) finish(tmp string) (string, error) {
+	f, err := m.Pool.OpenTree(tmp)
+	if err != nil {
+		return "", err
 	}
-	// No hostname: systemd-nspawn gives each machine its name.
-	os.Remove(filepath.Join(root, "etc/hostname"))
+	defer f.Close()
+	if err := image.ResetIdentity(f); err != nil {
+		return "", err
+	}
 	for _, glob := range []string{"var/lib/apt/lists/*_*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb"} {
-		matches, _ := filepath.Glob(filepath.Join(root, glob))
-		for _, p := range matches {
-			if err := os.Remove(p); err != nil {
-				return err
-			}
+		if err := image.RemoveMatching(f, glob); err != nil {
+			return "", err
 		}
 	}
-	meta := filepath.Join(root, metaPath)
-	if err := os.MkdirAll(filepath.Dir(meta), 0o755); err != nil {
-		return err
+	if err := image.SetReadOnly(f, true); err != nil {
+		return "", err
 	}
-	data, err := json.MarshalIndent(info, "", "  ")
+	return image.ID(f)
+}
+
+// record keeps what berth knows of template name, outside its tree.
+func (m *Manager) record(name, id string, info *Info) error {
+	recipe, err := json.Marshal(info.Recipe)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(meta, append(data, '\n'), 0o644)
+	return m.Pool.Records().Put(&image.Record{Name: name, ID: id, Kind: image.KindTemplate,
+		Created: info.Created, Recipe: recipe, Packages: info.Packages})
 }
 
 // List returns every template in the pool, sorted by name. A template is
@@ -268,24 +268,25 @@ func (m *Manager) Show(name string) (*Info, error) {
 
 func (m *Manager) read(name string, withPackages bool) (*Info, error) {
 	p := m.Pool.Path(name)
-	data, err := os.ReadFile(filepath.Join(p, metaPath))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := m.Pool.OpenTree(p)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
-	} else if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(p, metaPath), err)
 	}
-	var info Info
-	if err := json.Unmarshal(data, &info); err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(p, metaPath), err)
+	defer f.Close()
+	r := m.Pool.Records().Get(name, f)
+	if r == nil || r.Kind != image.KindTemplate {
+		return nil, fmt.Errorf("%s is not a template: %w", name, ErrNotFound)
 	}
-	if info.Name != name {
-		return nil, fmt.Errorf("%s is a machine made from template %s: %w", name, info.Name, ErrNotFound)
+	info := &Info{Name: name, Created: r.Created, Path: p, Kind: image.Kind(f), ReadOnly: image.ReadOnly(f)}
+	if len(r.Recipe) > 0 {
+		if err := json.Unmarshal(r.Recipe, &info.Recipe); err != nil {
+			return nil, fmt.Errorf("record of %s: %w", name, err)
+		}
 	}
-	info.Path, info.Kind, info.ReadOnly = p, m.Pool.Kind(p), m.Pool.ReadOnly(p)
-	if !withPackages {
-		info.Packages = nil
+	if withPackages {
+		info.Packages = r.Packages
 	}
-	return &info, nil
+	return info, nil
 }
 
 // Remove deletes template name.
@@ -303,5 +304,42 @@ func (m *Manager) Remove(name string) error {
 	if err := os.Rename(m.Pool.Path(name), tmp); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
+	if err := m.Pool.Records().Delete(name); err != nil {
+		return err
+	}
 	return m.Pool.RemoveTree(tmp)
+}
+
+// Adopt makes the image name a template: read-only where the file system
+// can, and recorded as one. It is how an admin says that an image berth
+// did not build (machinectl's, an import, a pull) is a template; nothing
+// in the image itself can say so.
+func (m *Manager) Adopt(name string) (*Info, error) {
+	if err := conf.ValidateMachineName(name); err != nil {
+		return nil, err
+	}
+	unlock, err := m.lock(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if info, err := m.read(name, false); err == nil {
+		return info, nil
+	}
+	f, err := m.Pool.OpenTree(m.Pool.Path(name))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	defer f.Close()
+	if err := image.SetReadOnly(f, true); err != nil {
+		return nil, err
+	}
+	id, err := image.ID(f)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.record(name, id, &Info{Name: name, Created: time.Now().UTC().Truncate(time.Second)}); err != nil {
+		return nil, err
+	}
+	return m.read(name, true)
 }

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-project/berth/pool"
-	"github.com/berth-project/berth/template"
+	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/testbed"
 )
 

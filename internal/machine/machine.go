@@ -4,20 +4,17 @@ package machine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/parallel"
-	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/internal/image"
+	"github.com/berth-project/berth/internal/parallel"
+	"github.com/berth-project/berth/internal/pool"
 )
 
 // Errors the service maps to its typed varlink errors.
@@ -59,44 +56,31 @@ type Manager struct {
 	StateDir string
 }
 
-// record is the part of a template's record (template.json) we read.
-type record struct {
-	Name string `json:"name"`
-}
-
-const recordPath = "usr/lib/berth/template.json"
-
 func (m *Manager) image(name string, running map[string]bool, withSize bool) (*Image, error) {
 	p := m.Pool.Path(name)
-	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME|unix.STATX_TYPE, &st); err != nil {
+	f, err := m.Pool.OpenTree(p)
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, fmt.Errorf("%s: %w", name, ErrNoImage)
 		}
-		return nil, fmt.Errorf("stat %s: %w", p, err)
+		if errors.Is(err, image.ErrSymlink) {
+			return nil, fmt.Errorf("%s: not a directory tree: %w", name, ErrNoImage)
+		}
+		return nil, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return nil, fmt.Errorf("%s: not a directory tree: %w", name, ErrNoImage)
-	}
-	img := &Image{Name: name, Path: p, Kind: "machine", Type: m.Pool.Kind(p), ReadOnly: m.Pool.ReadOnly(p), Size: -1,
-		Running: running[name]}
-	if t, err := btrfs.Created(p); err == nil && img.Type == "subvolume" {
-		img.Created = t
-	} else if st.Mask&unix.STATX_BTIME != 0 {
-		img.Created = time.Unix(st.Btime.Sec, int64(st.Btime.Nsec))
-	}
-	if data, err := os.ReadFile(filepath.Join(p, recordPath)); err == nil {
-		var r record
-		if json.Unmarshal(data, &r) == nil && r.Name != "" {
-			if r.Name == name {
-				img.Kind = "template"
-			} else {
-				img.Template = r.Name
-			}
+	defer f.Close()
+	img := &Image{Name: name, Path: p, Kind: image.KindMachine, Type: image.Kind(f), ReadOnly: image.ReadOnly(f),
+		Size: -1, Running: running[name], Created: image.Created(f)}
+	// What kind it is and where it came from are berth's records, never
+	// what the tree itself holds.
+	if r := m.Pool.Records().Get(name, f); r != nil {
+		img.Kind, img.Template = r.Kind, r.Origin
+		if img.Kind != image.KindTemplate {
+			img.Kind = image.KindMachine
 		}
 	}
 	if withSize {
-		img.Size, _ = pool.Usage(p)
+		img.Size, _ = image.Usage(f)
 	}
 	return img, nil
 }
@@ -165,15 +149,8 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 	if err := m.Pool.CopyTree(t.Path, tmp); err != nil {
 		return nil, err
 	}
-	if err := m.Pool.SetReadOnly(tmp, false); err != nil {
-		return nil, err
-	}
-	// Its own identity: an empty machine-id is initialized on first boot,
-	// and without /etc/hostname systemd-nspawn's machine name is used.
-	if err := os.WriteFile(filepath.Join(tmp, "etc/machine-id"), nil, 0o444); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(filepath.Join(tmp, "etc/hostname")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	id, err := m.prepareClone(tmp)
+	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -182,7 +159,29 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 	if err := m.commit(tmp, name); err != nil {
 		return nil, err
 	}
+	rec := &image.Record{Name: name, ID: id, Kind: image.KindMachine, Origin: tmpl, Created: time.Now().UTC()}
+	if err := m.Pool.Records().Put(rec); err != nil {
+		return nil, fmt.Errorf("record %s: %w", name, err)
+	}
 	return m.image(name, nil, false)
+}
+
+// prepareClone makes the fresh copy tmp writable and gives it no identity
+// of its own (an empty machine-id, initialized on first boot; no hostname,
+// so systemd-nspawn's machine name is used), and returns its ID.
+func (m *Manager) prepareClone(tmp string) (string, error) {
+	f, err := m.Pool.OpenTree(tmp)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if err := image.SetReadOnly(f, false); err != nil {
+		return "", err
+	}
+	if err := image.ResetIdentity(f); err != nil {
+		return "", err
+	}
+	return image.ID(f)
 }
 
 // claim locks name for a new image and checks that it is free.
@@ -253,6 +252,9 @@ func (m *Manager) Remove(name string, force bool) error {
 	if err := m.Pool.RemoveTree(tmp); err != nil {
 		return err
 	}
+	if err := m.Pool.Records().Delete(name); err != nil {
+		return err
+	}
 	return m.removeSnapshots(name)
 }
 
@@ -279,6 +281,9 @@ func (m *Manager) Rename(name, newName string) error {
 		return fmt.Errorf("%s: %w", newName, ErrExists)
 	}
 	if err := m.commit(img.Path, newName); err != nil {
+		return err
+	}
+	if err := m.Pool.Records().Rename(name, newName); err != nil {
 		return err
 	}
 	return m.moveSnapshots(name, newName)

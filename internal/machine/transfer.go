@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/archive"
 	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/internal/archive"
+	"github.com/berth-project/berth/internal/pool"
 )
 
 // Transfer errors.

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/archive"
+	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/testbed"
 )
 

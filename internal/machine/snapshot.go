@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/btrfs"
 	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/internal/image"
 )
 
 // Snapshot errors.
@@ -42,7 +42,7 @@ type SnapshotInfo struct {
 // snapshotDir keeps a machine's snapshots in the pool, hidden from
 // machined, so that on btrfs they share extents with the machine.
 func (m *Manager) snapshotDir(machine string) string {
-	return filepath.Join(m.Pool.Dir, ".berth-snapshots", machine)
+	return filepath.Join(m.Pool.StateDir(), "snapshots", machine)
 }
 
 func (m *Manager) snapshotPath(machine, snap string) string {
@@ -103,20 +103,15 @@ func (m *Manager) Snapshot(ctx context.Context, name, snap string) (_ *SnapshotI
 
 func (m *Manager) snapshotInfo(name, snap string) (*SnapshotInfo, error) {
 	p := m.snapshotPath(name, snap)
-	var st unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &st); err != nil {
+	f, err := m.Pool.OpenTree(p)
+	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, &SnapshotError{name, snap, ErrNoSnapshot}
 		}
 		return nil, err
 	}
-	info := &SnapshotInfo{Machine: name, Name: snap, Path: p}
-	if t, err := btrfs.Created(p); err == nil {
-		info.Created = t
-	} else if st.Mask&unix.STATX_BTIME != 0 {
-		info.Created = time.Unix(st.Btime.Sec, int64(st.Btime.Nsec))
-	}
-	return info, nil
+	defer f.Close()
+	return &SnapshotInfo{Machine: name, Name: snap, Path: p, Created: image.Created(f)}, nil
 }
 
 // Snapshots lists the snapshots of machine name, oldest first.
@@ -188,7 +183,7 @@ func (m *Manager) Restore(ctx context.Context, name, snap string) (err error) {
 // interrupted berthd.
 func (m *Manager) Recover() []error {
 	var errs []error
-	left, _ := filepath.Glob(filepath.Join(m.Pool.Dir, ".berth-snapshots", "*", ".#*"))
+	left, _ := filepath.Glob(filepath.Join(m.Pool.StateDir(), "snapshots", "*", ".#*"))
 	for _, p := range left {
 		if err := m.Pool.RemoveTree(p); err != nil {
 			errs = append(errs, err)

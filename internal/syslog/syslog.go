@@ -39,6 +39,19 @@ func New(ident string, w io.Writer) *Logger {
 	}}
 }
 
+// ForDaemon logs to stderr; when the service manager connects it to the
+// journal (JOURNAL_STREAM), each line starts with its priority as "<N>",
+// which journald reads (sd-daemon(3)), so journalctl -p err shows errors.
+func ForDaemon(ident string) *Logger {
+	if os.Getenv("JOURNAL_STREAM") == "" {
+		return New(ident, os.Stderr)
+	}
+	return &Logger{ident: ident, max: levelFromEnv(), write: func(prio int, msg string) {
+		// One write per record, each line of it prefixed.
+		fmt.Fprint(os.Stderr, "<"+strconv.Itoa(prio)+">"+strings.ReplaceAll(msg, "\n", "\n<"+strconv.Itoa(prio)+">")+"\n")
+	}}
+}
+
 // ForService picks the sink systemd would: /dev/kmsg if writable (it is
 // absent in containers), else the journal socket, else the console, else
 // stderr.
@@ -97,5 +110,6 @@ func (l *Logger) Logf(prio int, format string, args ...any) {
 
 func (l *Logger) Errorf(format string, args ...any)   { l.Logf(Err, format, args...) }
 func (l *Logger) Warningf(format string, args ...any) { l.Logf(Warning, format, args...) }
+func (l *Logger) Noticef(format string, args ...any)  { l.Logf(Notice, format, args...) }
 func (l *Logger) Infof(format string, args ...any)    { l.Logf(Info, format, args...) }
 func (l *Logger) Debugf(format string, args ...any)   { l.Logf(Debug, format, args...) }

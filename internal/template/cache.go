@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/berth-project/berth/pool"
+	"github.com/berth-project/berth/internal/pool"
 )
 
 // CacheEntry is one thing kept to make builds faster.

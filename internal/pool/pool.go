@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -21,7 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-project/berth/btrfs"
+	"github.com/berth-project/berth/internal/btrfs"
+	"github.com/berth-project/berth/internal/image"
 )
 
 // DefaultDir is where machinectl and systemd-nspawn@.service look.
@@ -81,7 +81,7 @@ func Open(dir string) (*Pool, error) {
 
 // Btrfs reports whether the pool is on btrfs now (Init can change that).
 func (p *Pool) Btrfs() bool {
-	ok, _ := btrfs.IsBtrfs(p.Dir)
+	ok, _ := btrfs.IsBtrfsPath(p.Dir)
 	return ok
 }
 
@@ -106,58 +106,102 @@ func (p *Pool) TempPath(name string) string {
 	return filepath.Join(p.Dir, tmpPrefix+name+"-"+hex.EncodeToString(b[:]))
 }
 
+// StateName is the directory in the pool that holds berth's own data:
+// records, snapshots and base trees. Its ".#" prefix keeps it from
+// machined, which takes no image name starting so: machinectl
+// list-images --all does not show it and machinectl clean does not
+// delete it, while it stays on the pool's file system so that snapshots
+// share extents with their machines.
+const StateName = ".#berth"
+
+// StateDir is the pool's state directory.
+func (p *Pool) StateDir() string { return filepath.Join(p.Dir, StateName) }
+
+// Records keeps what berth knows of each image, outside every image.
+func (p *Pool) Records() *image.Store {
+	return &image.Store{Dir: filepath.Join(p.StateDir(), "images")}
+}
+
+// MkdirState makes rel below the state directory (mode 0700) and returns
+// its path.
+func (p *Pool) MkdirState(rel string) (string, error) {
+	d := filepath.Join(p.StateDir(), rel)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return "", fmt.Errorf("make %s: %w", d, err)
+	}
+	return d, nil
+}
+
+// OpenTree opens the tree at path (an image, snapshot or base tree; every
+// directory above it is berth's) without following a symlink.
+func (p *Pool) OpenTree(path string) (*os.File, error) { return image.OpenTree(path) }
+
+// parent opens the directory holding path: the pool, or a directory of
+// berth's state.
+func parent(path string) (*os.File, string, error) {
+	d, err := image.Open(filepath.Dir(path))
+	if err != nil {
+		return nil, "", fmt.Errorf("open %s: %w", filepath.Dir(path), err)
+	}
+	return d, filepath.Base(path), nil
+}
+
 // NewTree makes an empty tree at path: a subvolume on btrfs, else a
 // directory.
 func (p *Pool) NewTree(path string) error {
-	if p.Btrfs() {
-		return btrfs.Create(path)
+	d, name, err := parent(path)
+	if err != nil {
+		return err
 	}
-	if err := os.Mkdir(path, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	return nil
+	defer d.Close()
+	return image.NewTree(d, name)
 }
 
 // CopyTree makes dst a writable copy of the tree src: a snapshot on btrfs
-// (instant, whatever the size), else a copy that reflinks where the file
-// system can.
+// (instant, whatever the size), nested subvolumes included, else a copy
+// that reflinks where the file system can.
 func (p *Pool) CopyTree(src, dst string) error {
-	if ok, _ := btrfs.IsSubvolume(src); ok && p.Btrfs() {
-		return btrfs.SnapshotRecursive(src, dst, false)
-	}
-	// cp -a --reflink=auto keeps ownership, modes, times, links, xattrs
-	// and ACLs, which a tree copy must.
-	out, err := exec.Command("cp", "-a", "--reflink=auto", "--", src, dst).CombinedOutput()
+	s, err := image.OpenTree(src)
 	if err != nil {
-		return fmt.Errorf("copy %s to %s: %w: %s", src, dst, err, strings.TrimSpace(string(out)))
+		return err
 	}
-	return nil
+	defer s.Close()
+	d, name, err := parent(dst)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return image.CopyTree(s, d, name)
+}
+
+// withTree runs fn on the open tree at path.
+func withTree[T any](path string, fn func(*os.File) T) (T, error) {
+	f, err := image.OpenTree(path)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer f.Close()
+	return fn(f), nil
 }
 
 // SetReadOnly marks a finished tree read-only where the file system can
 // (btrfs); elsewhere it is left as it is.
 func (p *Pool) SetReadOnly(path string, ro bool) error {
-	if ok, _ := btrfs.IsSubvolume(path); ok {
-		return btrfs.SetReadOnly(path, ro)
-	}
-	return nil
+	err, oerr := withTree(path, func(f *os.File) error { return image.SetReadOnly(f, ro) })
+	return errors.Join(oerr, err)
 }
 
 // ReadOnly reports whether the tree at path is read-only.
 func (p *Pool) ReadOnly(path string) bool {
-	if ok, _ := btrfs.IsSubvolume(path); ok {
-		ro, _ := btrfs.ReadOnly(path)
-		return ro
-	}
-	return false
+	ro, _ := withTree(path, image.ReadOnly)
+	return ro
 }
 
 // Kind is "subvolume" or "directory".
 func (p *Pool) Kind(path string) string {
-	if ok, _ := btrfs.IsSubvolume(path); ok {
-		return "subvolume"
-	}
-	return "directory"
+	k, _ := withTree(path, image.Kind)
+	return k
 }
 
 // Commit renames the finished tree tmp to name, failing with ErrExists
@@ -181,26 +225,12 @@ func (p *Pool) RemoveTree(path string) error {
 	if err := UnmountBelow(path); err != nil {
 		return err
 	}
-	if ok, _ := btrfs.IsSubvolume(path); ok {
-		return btrfs.Delete(path)
+	d, name, err := parent(path)
+	if err != nil {
+		return err
 	}
-	for _, n := range nestedSubvolumes(path) {
-		if err := btrfs.Delete(n); err != nil {
-			return err
-		}
-	}
-	if err := os.RemoveAll(path); err != nil {
-		return fmt.Errorf("remove %s: %w", path, err)
-	}
-	return nil
-}
-
-func nestedSubvolumes(path string) []string {
-	if ok, _ := btrfs.IsBtrfs(path); !ok {
-		return nil
-	}
-	n, _ := btrfs.Nested(path)
-	return n
+	defer d.Close()
+	return image.DeleteTree(d, name)
 }
 
 // UnmountBelow detaches every mount at or below path, deepest first: a
@@ -223,7 +253,7 @@ func UnmountBelow(path string) error {
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
 	for _, mp := range mounts {
-		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("unmount %s: %w", mp, err)
 		}
 	}
@@ -286,15 +316,25 @@ func (p *Pool) Entries() ([]string, error) {
 
 // Usage sums the sizes of the regular files below path and counts them:
 // a tree's apparent size, for listings and progress.
-func Usage(path string) (size int64, files int) {
-	filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				size += fi.Size()
-				files++
-			}
+func Usage(path string) (size int64, files int) { return image.UsagePath(path) }
+
+// Migrate moves what berth kept in the pool before it had a state
+// directory (.berth-snapshots, .berth-bases, which machinectl clean
+// deleted) into it. Templates of that time recorded themselves inside
+// their trees, which berth no longer believes: an admin adopts them again
+// (berth template adopt).
+func (p *Pool) Migrate() error {
+	for old, now := range map[string]string{".berth-snapshots": "snapshots", ".berth-bases": "bases"} {
+		from := filepath.Join(p.Dir, old)
+		if _, err := os.Lstat(from); err != nil {
+			continue
 		}
-		return nil
-	})
-	return size, files
+		if _, err := p.MkdirState(""); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, filepath.Join(p.StateDir(), now), unix.RENAME_NOREPLACE); err != nil {
+			return fmt.Errorf("move %s into %s: %w", from, p.StateDir(), err)
+		}
+	}
+	return nil
 }
