@@ -12,11 +12,6 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/berth-project/berth/conf"
-	"github.com/berth-project/berth/internal/machine"
-	"github.com/berth-project/berth/internal/pool"
-	"github.com/berth-project/berth/internal/syslog"
-	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
@@ -25,28 +20,16 @@ import (
 // address and a channel that gets Serve's result.
 func serve(t *testing.T, auth varlinkd.Authorizer, limits varlinkd.Limits, idle time.Duration) (string, <-chan error) {
 	t.Helper()
-	p, err := pool.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := varlinkd.New(&varlinkd.Server{
-		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
-		Config:    &conf.Loader{Root: t.TempDir(), Schema: conf.Templates},
-		Machines:  &machine.Manager{Pool: p},
-		Auth:      auth, Log: syslog.New("berthd", io.Discard), Limits: limits,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, auth, limits)
 	sock := filepath.Join(t.TempDir(), "io.berth")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l, idle) }()
-	t.Cleanup(func() { cancel(); <-done })
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() { done <- srv.Serve(ctx, l, idle); close(finished) }()
+	t.Cleanup(func() { cancel(); <-finished })
 	return sock, done
 }
 

@@ -34,19 +34,7 @@ func (denyAll) Allowed(varlinkd.Caller, string, bool) (bool, error) { return fal
 // client on the other.
 func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 	t.Helper()
-	p, err := pool.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := varlinkd.New(&varlinkd.Server{
-		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
-		Config:    &conf.Loader{Root: t.TempDir(), Schema: conf.Templates},
-		Machines:  &machine.Manager{Pool: p},
-		Auth:      auth, Log: syslog.New("berthd", io.Discard),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, auth, varlinkd.Limits{})
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +49,25 @@ func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 	}
 	t.Cleanup(func() { c.Close(); cancel() })
 	return c
+}
+
+// newServer makes a berthd on empty temporary pool, cache and config.
+func newServer(t *testing.T, auth varlinkd.Authorizer, limits varlinkd.Limits) *varlinkd.Server {
+	t.Helper()
+	p, err := pool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := varlinkd.New(&varlinkd.Server{
+		Templates: &template.Manager{Pool: p, CacheDir: t.TempDir()},
+		Config:    &conf.Loader{Root: t.TempDir(), Schema: conf.Templates},
+		Machines:  &machine.Manager{Pool: p},
+		Auth:      auth, Log: syslog.New("berthd", io.Discard), Limits: limits,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
 }
 
 // pairDialer "dials" the client end of the socketpair.
