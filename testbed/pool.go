@@ -32,6 +32,7 @@ var Packages = []string{
 	"systemd", "systemd-sysv", "systemd-container", "dbus", "libpam-systemd", "polkitd",
 	"btrfs-progs", "busybox-static", "mmdebstrap", "debootstrap", "zstd", "xz-utils",
 	"attr", "acl", "libcap2-bin", // getfattr, setfacl, setcap: to compare trees in scenarios
+	"gpg", "gpg-agent", // sign SHA256SUMS for pull scenarios; importd verifies with it
 }
 
 // Suite is the Debian release the testbed boots: systemd 257.

@@ -57,6 +57,9 @@ func peerCaller(uc *net.UnixConn) Caller {
 	return c
 }
 
+// Root reports whether the caller is root, by its credentials.
+func (c Caller) Root() bool { return c.known && c.UID == 0 }
+
 // release closes what the caller holds.
 func (c *Caller) release() {
 	if c.PIDFD >= 0 {

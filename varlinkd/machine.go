@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
+	"os"
 	"time"
 
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/internal/machine"
-	"github.com/berth-project/berth/internal/pool"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
+	"golang.org/x/sys/unix"
 )
 
 // ActionManageMachines is the polkit action for changing machines.
@@ -41,31 +40,6 @@ func (mi *machineIface) authorize(ctx context.Context, c *ioberthmachine.Varlink
 		return true, nil
 	}
 	return false, c.ReplyPermissionDenied(ctx, ActionManageMachines)
-}
-
-// replyMachineError maps machine and pool errors to typed varlink errors.
-func replyMachineError(ctx context.Context, c *ioberthmachine.VarlinkCall, name string, err error) error {
-	var ke *machine.KindError
-	switch {
-	case errors.Is(err, context.Canceled):
-		return err
-	case errors.Is(err, machine.ErrNoTemplate):
-		return c.ReplyNoSuchTemplate(ctx, strings.SplitN(err.Error(), ":", 2)[0])
-	case errors.Is(err, machine.ErrNoImage):
-		return c.ReplyNoSuchImage(ctx, name)
-	case errors.Is(err, machine.ErrExists):
-		return c.ReplyImageExists(ctx, strings.SplitN(err.Error(), ":", 2)[0])
-	case errors.Is(err, machine.ErrRunning):
-		return c.ReplyMachineRunning(ctx, name)
-	case errors.As(err, &ke):
-		return c.ReplyWrongKind(ctx, ke.Name, ke.Kind)
-	case errors.Is(err, pool.ErrBusy):
-		return c.ReplyBusy(ctx, name)
-	case strings.HasPrefix(err.Error(), "invalid machine name"):
-		n := strings.SplitN(strings.TrimPrefix(err.Error(), "invalid machine name "), ":", 2)
-		return c.ReplyInvalidName(ctx, strings.Trim(n[0], `"`), strings.TrimSpace(n[len(n)-1]))
-	}
-	return c.ReplyPoolFailed(ctx, "", err.Error())
 }
 
 func (mi *machineIface) Clone(ctx context.Context, c ioberthmachine.VarlinkCall, tmpl, name string, interactive *bool) error {
@@ -145,17 +119,6 @@ func toSnapshot(s *machine.SnapshotInfo) ioberthmachine.SnapshotInfo {
 		out.CreationTimestamp = &us
 	}
 	return out
-}
-
-// replySnapshotError adds the snapshot errors to replyMachineError.
-func replySnapshotError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, snap string, err error) error {
-	switch {
-	case errors.Is(err, machine.ErrNoSnapshot):
-		return c.ReplyNoSuchSnapshot(ctx, name, snap)
-	case errors.Is(err, machine.ErrSnapshotExists):
-		return c.ReplySnapshotExists(ctx, name, snap)
-	}
-	return replyMachineError(ctx, c, name, err)
 }
 
 func (mi *machineIface) Snapshot(ctx context.Context, c ioberthmachine.VarlinkCall, name, snap string, interactive *bool) error {
@@ -240,32 +203,25 @@ func (st *streamer) report(phase string, done, total int64) {
 	}
 }
 
-// replyTransferError adds archive errors to replyMachineError.
-func replyTransferError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, path string, err error) error {
-	var ue *archive.UnsafeError
-	switch {
-	case errors.As(err, &ue):
-		return c.ReplyUnsafeArchive(ctx, path, ue.Name, ue.Reason)
-	case errors.Is(err, machine.ErrArchiveExists):
-		return c.ReplyArchiveExists(ctx, path)
-	case errors.Is(err, machine.ErrBadArchive):
-		return c.ReplyBadArchive(ctx, path, err.Error())
-	}
-	return replyMachineError(ctx, c, name, err)
-}
-
-func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall, name, path string, format *string, force, interactive *bool) error {
+func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall, name string, fdIndex *int64, path *string, format *string, force, interactive *bool) error {
+	fds := c.RequestFDs()
+	defer closeFiles(fds)
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
 		return err
 	}
-	f, err := archive.FormatOf(path)
+	out, file, err := mi.transferFile(ctx, &c, fds, fdIndex, path, unix.O_WRONLY)
+	if file == "" {
+		return err
+	}
+	f := archive.Zstd
 	if format != nil {
 		f = archive.Format(*format)
-		_, err = archive.Compressor(f, io.Discard)
-	} else if err != nil {
-		f, err = archive.Zstd, nil
+	} else if path != nil {
+		if byName, err := archive.FormatOf(*path); err == nil {
+			f = byName
+		}
 	}
-	if err != nil {
+	if !f.Valid() {
 		return c.ReplyInvalidParameter(ctx, "format")
 	}
 	done := mi.s.operation("Exporting " + name + "...")
@@ -275,19 +231,34 @@ func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall
 	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
 		return c.ReplyExport(ctx, p, nil, nil)
 	}}
-	size, err := mi.s.Machines.Export(opCtx, name, path, f, force != nil && *force, func(d, t int64) { st.report("export", d, t) })
+	progress := func(d, t int64) { st.report("export", d, t) }
+	var size int64
+	if path != nil {
+		size, err = mi.s.Machines.Export(opCtx, name, *path, f, force != nil && *force, progress)
+	} else {
+		size, err = mi.s.Machines.ExportTo(opCtx, name, out, f, progress)
+	}
 	c.Continues = false
 	if err != nil {
 		mi.s.Log.Infof("export %s: %v", name, err)
-		return replyTransferError(ctx, &c, name, path, err)
+		return replyTransferError(ctx, &c, name, file, err)
 	}
-	mi.s.Log.Infof("machine %s exported to %s", name, path)
-	return c.ReplyExport(ctx, nil, &path, &size)
+	mi.s.Log.Infof("machine %s exported to %s", name, file)
+	return c.ReplyExport(ctx, nil, path, &size)
 }
 
-func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, path, name string, interactive *bool) error {
+func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, fdIndex *int64, path *string, name string, interactive *bool) error {
+	fds := c.RequestFDs()
+	defer closeFiles(fds)
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
 		return err
+	}
+	in, file, err := mi.transferFile(ctx, &c, fds, fdIndex, path, unix.O_RDONLY)
+	if file == "" {
+		return err
+	}
+	if path != nil {
+		defer in.Close() // opened here; passed ones are closed above
 	}
 	done := mi.s.operation("Importing " + name + "...")
 	defer done()
@@ -296,23 +267,91 @@ func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall
 	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
 		return c.ReplyImport(ctx, p, nil)
 	}}
-	img, err := mi.s.Machines.Import(opCtx, path, name, func(d, t int64) { st.report("import", d, t) })
+	img, err := mi.s.Machines.ImportFrom(opCtx, in, name, func(d, t int64) { st.report("import", d, t) })
 	c.Continues = false
 	if err != nil {
 		mi.s.Log.Infof("import %s: %v", name, err)
-		return replyTransferError(ctx, &c, name, path, err)
+		return replyTransferError(ctx, &c, name, file, err)
 	}
-	mi.s.Log.Infof("machine %s imported from %s", name, path)
+	mi.s.Log.Infof("machine %s imported from %s", name, file)
 	info := toImage(img)
 	return c.ReplyImport(ctx, nil, &info)
+}
+
+// transferFile is the archive file of an Export (access O_WRONLY) or
+// Import (O_RDONLY) and its name for messages: the descriptor the caller
+// passed, or, for root, the path it named (opened here for Import; Export
+// makes its own file). An empty name means it replied with an error.
+func (mi *machineIface) transferFile(ctx context.Context, c *ioberthmachine.VarlinkCall, fds []*os.File, index *int64, path *string, access int) (*os.File, string, error) {
+	switch {
+	case index != nil && path != nil:
+		return nil, "", c.ReplyInvalidParameter(ctx, "path")
+	case path != nil:
+		if !caller(&c.Call).Root() {
+			return nil, "", c.ReplyPathRequiresRoot(ctx, "path")
+		}
+		if access == unix.O_WRONLY {
+			return nil, *path, nil
+		}
+		f, err := machine.OpenArchive(*path)
+		if err != nil {
+			return nil, "", c.ReplyBadArchive(ctx, *path, err.Error())
+		}
+		return f, *path, nil
+	case index == nil:
+		return nil, "", c.ReplyBadFileDescriptor(ctx, "fileDescriptor", "pass the archive file as a file descriptor (or, as root, a path)")
+	}
+	f, reason := passedFile(fds, *index, access)
+	if f == nil {
+		return nil, "", c.ReplyBadFileDescriptor(ctx, "fileDescriptor", reason)
+	}
+	// Named in messages and the journal as the caller opened it.
+	name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		name = fmt.Sprintf("file descriptor %d", *index)
+	}
+	return f, name, nil
+}
+
+// passedFile checks the descriptor at index of those passed with a call:
+// open for access (O_RDONLY or O_WRONLY; O_RDWR does for both), not a
+// directory. It returns nil and why not otherwise.
+func passedFile(fds []*os.File, index int64, access int) (*os.File, string) {
+	if index < 0 || index >= int64(len(fds)) {
+		return nil, fmt.Sprintf("index %d, but %d descriptors came with the call", index, len(fds))
+	}
+	f := fds[index]
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if fl&unix.O_PATH != 0 || fl&unix.O_ACCMODE != access && fl&unix.O_ACCMODE != unix.O_RDWR {
+		if access == unix.O_WRONLY {
+			return nil, "not open for writing"
+		}
+		return nil, "not open for reading"
+	}
+	if fi, err := f.Stat(); err != nil || fi.IsDir() {
+		return nil, "a directory, not a file"
+	}
+	return f, ""
+}
+
+func closeFiles(fds []*os.File) {
+	for _, f := range fds {
+		f.Close()
+	}
 }
 
 func (mi *machineIface) Pull(ctx context.Context, c ioberthmachine.VarlinkCall, url, name string, verify *string, interactive *bool) error {
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
 		return err
 	}
-	check := verify == nil || *verify == "checksum"
-	if verify != nil && *verify != "checksum" && *verify != "no" {
+	v := machine.VerifySignature
+	if verify != nil {
+		v = machine.Verify(*verify)
+	}
+	if v != machine.VerifySignature && v != machine.VerifyChecksum && v != machine.VerifyNo {
 		return c.ReplyInvalidParameter(ctx, "verify")
 	}
 	done := mi.s.operation("Pulling " + name + "...")
@@ -322,17 +361,16 @@ func (mi *machineIface) Pull(ctx context.Context, c ioberthmachine.VarlinkCall, 
 	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
 		return c.ReplyPull(ctx, p, nil)
 	}}
-	img, err := mi.s.Machines.Pull(opCtx, url, name, check, st.report)
+	img, err := mi.s.Machines.Pull(opCtx, url, name, v, st.report)
 	c.Continues = false
-	var ce *machine.ChecksumError
-	switch {
-	case errors.As(err, &ce):
-		return c.ReplyChecksumMismatch(ctx, url, ce.Expected, ce.Actual)
-	case errors.Is(err, machine.ErrDownload):
-		return c.ReplyDownloadFailed(ctx, url, err.Error())
-	case err != nil:
-		mi.s.Log.Infof("pull %s: %v", name, err)
-		return replyTransferError(ctx, &c, name, url, err)
+	if err != nil {
+		var se *machine.SignatureError
+		if errors.As(err, &se) {
+			mi.s.Log.Warningf("pull %s: %v", name, err)
+		} else {
+			mi.s.Log.Infof("pull %s: %v", name, err)
+		}
+		return replyPullError(ctx, &c, name, url, err)
 	}
 	mi.s.Log.Infof("machine %s pulled from %s", name, url)
 	info := toImage(img)

@@ -1,3 +1,5 @@
+//go:build testbed
+
 package varlinkd_test
 
 import (
@@ -118,12 +120,16 @@ check template-survives-clean sh -c "berth template list | grep -q '^tm '"
 
 # polkit: a user a rules.d file grants io.berth.manage-machines clones and
 # snapshots; one it does not is refused and changes nothing.
-echo 'alice:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
-echo 'alice:x:1000:' >> /etc/group
-echo 'alice:!:19000::::::' >> /etc/shadow
+for u in alice:1000 bob:1001; do
+	echo "${u%%:*}:x:${u#*:}:${u#*:}::/tmp:/bin/sh" >> /etc/passwd
+	echo "${u%%:*}:x:${u#*:}:" >> /etc/group
+	echo "${u%%:*}:!:19000::::::" >> /etc/shadow
+done
 cat > /etc/polkit-1/rules.d/50-berth-test.rules <<'RULES'
 polkit.addRule(function(action, subject) {
 	if (action.id == "io.berth.manage-machines" && subject.user == "alice")
+		return polkit.Result.YES;
+	if ((action.id == "io.berth.manage-templates" || action.id == "io.berth.manage-pool") && subject.user == "bob")
 		return polkit.Result.YES;
 });
 RULES
@@ -135,6 +141,27 @@ check granted-varlinkctl runuser -u alice -- varlinkctl call $S io.berth.Machine
 check granted-only-its-action fails_with 'io.berth.manage-templates' runuser -u alice -- berth template remove tm
 check other-user-refused sh -c "! runuser -u nobody -- berth clone tm n2 && ! test -e /var/lib/machines/n2"
 check denial-logged sh -c "journalctl -u berthd.service -p notice | grep -q 'denied io.berth.manage-machines to uid 65534'"
+
+# Archives cross the socket as descriptors the caller opened: alice
+# exports and imports her own files, and reaches no file of root's.
+mkdir -m 0700 /tmp/alice && chown alice:alice /tmp/alice
+echo secret > /root/secret.tar && chmod 0600 /root/secret.tar
+echo keep > /srv/rootfile && chmod 0644 /srv/rootfile
+check granted-export runuser -u alice -- berth export a1 /tmp/alice/a1.tar.zst
+check export-owned-by-caller test "$(stat -c %U /tmp/alice/a1.tar.zst)" = alice
+check granted-import runuser -u alice -- berth import /tmp/alice/a1.tar.zst a3
+check granted-import-made test -d /var/lib/machines/a3/etc
+check caller-cannot-read-root fails_with 'permission denied' runuser -u alice -- berth import /root/secret.tar a4
+check caller-cannot-replace-root fails_with 'permission denied' runuser -u alice -- berth export --force a1 /srv/rootfile
+check root-file-intact test "$(cat /srv/rootfile)" = keep
+check path-export-root-only fails_with 'io.berth.Machine.PathRequiresRoot' runuser -u alice -- varlinkctl call $S io.berth.Machine.Export '{"name":"a1","path":"/srv/rootfile"}'
+check path-import-root-only fails_with 'io.berth.Machine.PathRequiresRoot' runuser -u alice -- varlinkctl call $S io.berth.Machine.Import '{"path":"/root/secret.tar","name":"a4"}'
+# bob holds the other two actions: templates and the pool's cache.
+check granted-templates runuser -u bob -- berth template adopt a3
+check granted-templates-made sh -c "berth template list | grep -q '^a3 '"
+check granted-pool sh -c "runuser -u bob -- berth cache clean | grep -q freed"
+check granted-not-machines fails_with 'io.berth.manage-machines' runuser -u bob -- berth clone tm b1
+check nothing-made-for-refusals sh -c "test \"\$(cat /srv/rootfile)\" = keep && ! test -e /var/lib/machines/a4"
 `
 	testbed.Boot(t, testbed.Scenario{Name: "machines", Script: script, Timeout: 6 * time.Minute,
 		Files: map[string]string{

@@ -36,6 +36,9 @@ func (p *poolIface) Init(ctx context.Context, c ioberthpool.VarlinkCall, size in
 	}
 	img := ""
 	if image != nil {
+		if !caller(&c.Call).Root() {
+			return c.ReplyPathRequiresRoot(ctx, "image")
+		}
 		img = *image
 	}
 	done := p.s.operation("Making the pool a loopback btrfs...")

@@ -124,27 +124,32 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, idle time.Duration) 
 }
 
 // start serves conn in its own goroutine, or closes it at once when it
-// would pass a connection limit.
-func (s *Server) start(ctx context.Context, conn net.Conn) {
+// would pass a connection limit. The channel closes when conn is done.
+func (s *Server) start(ctx context.Context, conn net.Conn) <-chan struct{} {
+	done := make(chan struct{})
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
 		conn.Close()
-		return
+		close(done)
+		return done
 	}
 	c := newServerConn(uc, s.Limits)
 	if !s.conns.add(c, s.Limits) {
 		s.Log.Warningf("refusing connection of uid %d (pid %d): too many connections", c.caller.UID, c.caller.PID)
 		c.caller.release()
 		uc.Close()
-		return
+		close(done)
+		return done
 	}
 	s.wg.Add(1)
 	go func() {
+		defer close(done)
 		defer s.wg.Done()
 		defer s.conns.remove(c)
 		defer c.caller.release()
 		s.serve(ctx, c)
 	}()
+	return done
 }
 
 // ServeConn serves one already connected socket (tests use a socketpair)
@@ -153,8 +158,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) {
 	if s.base == nil {
 		s.base = ctx
 	}
-	s.start(ctx, conn)
-	s.wg.Wait()
+	<-s.start(ctx, conn)
 }
 
 // exitSoon stops accepting calls at once and lets Serve return when the

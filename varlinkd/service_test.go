@@ -34,13 +34,18 @@ func (denyAll) Allowed(varlinkd.Caller, string, bool) (bool, error) { return fal
 // client on the other.
 func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 	t.Helper()
-	srv := newServer(t, auth, varlinkd.Limits{})
+	return connectTo(t, newServer(t, auth, varlinkd.Limits{}))
+}
+
+// connectTo serves srv on one end of a socketpair and returns a client on
+// the other.
+func connectTo(t testing.TB, srv *varlinkd.Server) *varlink.Connection {
+	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sconn, _ := net.FileConn(os.NewFile(uintptr(fds[0]), "server"))
-	cconn, _ := net.FileConn(os.NewFile(uintptr(fds[1]), "client"))
+	sconn, cconn := fileConn(fds[0]), fileConn(fds[1])
 	ctx, cancel := context.WithCancel(context.Background())
 	go srv.ServeConn(ctx, sconn)
 	c, err := varlink.NewConnectionWithDialer(ctx, "unix:@berth-test", pairDialer{cconn})
@@ -52,9 +57,15 @@ func connect(t *testing.T, auth varlinkd.Authorizer) *varlink.Connection {
 }
 
 // newServer makes a berthd on empty temporary pool, cache and config.
-func newServer(t *testing.T, auth varlinkd.Authorizer, limits varlinkd.Limits) *varlinkd.Server {
+func newServer(t testing.TB, auth varlinkd.Authorizer, limits varlinkd.Limits) *varlinkd.Server {
 	t.Helper()
-	p, err := pool.Open(t.TempDir())
+	return newServerAt(t, t.TempDir(), auth, limits)
+}
+
+// newServerAt makes a berthd on the pool dir.
+func newServerAt(t testing.TB, dir string, auth varlinkd.Authorizer, limits varlinkd.Limits) *varlinkd.Server {
+	t.Helper()
+	p, err := pool.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +79,15 @@ func newServer(t *testing.T, auth varlinkd.Authorizer, limits varlinkd.Limits) *
 		t.Fatal(err)
 	}
 	return srv
+}
+
+// fileConn makes a net.Conn of fd, keeping no other descriptor of it
+// open (FileConn duplicates): a closed end must read as closed.
+func fileConn(fd int) net.Conn {
+	f := os.NewFile(uintptr(fd), "socket")
+	defer f.Close()
+	c, _ := net.FileConn(f)
+	return c
 }
 
 // pairDialer "dials" the client end of the socketpair.
@@ -166,11 +186,11 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
 		t.Errorf("RemoveSnapshot: %v", err)
 	}
-	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "nope", "/tmp/x.tar", nil, nil, nil); !errors.As(err, &nsi) {
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "nope", nil, ptr("/tmp/x.tar"), nil, nil, nil); !errors.As(err, &nsi) {
 		t.Errorf("Export: %v", err)
 	}
 	var ba *ioberthmachine.BadArchive
-	if _, _, err := ioberthmachine.Import().Call(ctx, c, "/nonexistent.tar", "imp", nil); !errors.As(err, &ba) {
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/nonexistent.tar"), "imp", nil); !errors.As(err, &ba) {
 		t.Errorf("Import: %v", err)
 	}
 	var df *ioberthmachine.DownloadFailed
@@ -241,10 +261,10 @@ func TestRefusedCallerChangesNothing(t *testing.T) {
 	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "a", "s", nil); !errors.As(err, &mpd) {
 		t.Errorf("RemoveSnapshot: %v", err)
 	}
-	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "a", "/tmp/a.tar", nil, nil, nil); !errors.As(err, &mpd) {
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "a", nil, ptr("/tmp/a.tar"), nil, nil, nil); !errors.As(err, &mpd) {
 		t.Errorf("Export: %v", err)
 	}
-	if _, _, err := ioberthmachine.Import().Call(ctx, c, "/tmp/a.tar", "a", nil); !errors.As(err, &mpd) {
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/tmp/a.tar"), "a", nil); !errors.As(err, &mpd) {
 		t.Errorf("Import: %v", err)
 	}
 	if _, _, err := ioberthmachine.Pull().Call(ctx, c, "http://127.0.0.1/a.tar", "a", nil, nil); !errors.As(err, &mpd) {

@@ -1,3 +1,5 @@
+//go:build testbed
+
 package varlinkd_test
 
 import (
@@ -142,7 +144,12 @@ check remove-plain berth template remove plain
 check clean-plain-cache berth cache clean
 check init-refuses-nonempty sh -c "mkdir /srv/pool/machines/x && ! berth pool init --size 2G 2>/tmp/err && grep -q 'not empty' /tmp/err && rmdir /srv/pool/machines/x"
 check nobody-refused sh -c "! runuser -u nobody -- berth pool init --size 2G 2>/tmp/err && grep -q 'io.berth.manage-pool' /tmp/err"
+check init-refuses-newline sh -c "! berth pool init --size 2G --image '/srv/x.raw
+ExecStartPre=/bin/touch /owned' 2>/tmp/err && grep -q 'cannot take' /tmp/err && ! ls /etc/systemd/system/*.mount"
+check state-dir-before-init test -d /srv/pool/machines/.#berth
 check pool-init berth pool init --size 2G
+check pool-mode-kept test "$(stat -c %a /srv/pool/machines)" = 700
+check no-hidden-state sh -c "mkdir -p /tmp/under && mount --bind /srv/pool /tmp/under && ! test -e /tmp/under/machines/.#berth; r=\$?; umount /tmp/under; exit \$r"
 check pool-is-btrfs sh -c "berth pool show | grep -q 'btrfs: true'"
 check pool-image sh -c "berth pool show | grep -q 'Image: /srv/pool/machines.raw'"
 check mount-unit-enabled test "$(systemctl is-enabled srv-pool-machines.mount)" = enabled

@@ -1,3 +1,5 @@
+//go:build testbed
+
 package varlinkd_test
 
 import (
@@ -28,6 +30,8 @@ chmod 4755 /var/lib/machines/c1/owned
 ln /var/lib/machines/c1/owned /var/lib/machines/c1/owned-link
 mkfifo /var/lib/machines/c1/fifo
 mknod /var/lib/machines/c1/dev/berth-null c 1 3
+# A chroot's device node outside /dev, as BIND's and postfix's have.
+mkdir -p /var/lib/machines/c1/var/spool/postfix/dev && mknod /var/lib/machines/c1/var/spool/postfix/dev/null c 1 3
 # Extended attributes: a file capability, an ACL, a default ACL, a user xattr.
 setcap cap_net_raw+ep /var/lib/machines/c1/owned-cap 2>/dev/null || { cp /var/lib/machines/c1/owned /var/lib/machines/c1/owned-cap && setcap cap_net_raw+ep /var/lib/machines/c1/owned-cap; }
 setfacl -m u:4321:r /var/lib/machines/c1/owned-cap
@@ -47,6 +51,17 @@ check detect-content sh -c "cp /srv/out/c1.tar.xz /srv/out/noext && berth import
 check export-progress-varlinkctl sh -c "varlinkctl call --more $S io.berth.Machine.Export '{\"name\":\"c1\",\"path\":\"/srv/out/v.tar.zst\"}' | grep -q '\"size\"'"
 check no-overwrite fails_with 'pass --force' berth export c1 /srv/out/c1.tar
 check force-overwrite berth export --force c1 /srv/out/c1.tar
+# Through pipes: standard output and input.
+check export-stdout sh -c "berth export c1 - > /srv/out/piped.tar.zst"
+check import-stdin sh -c "berth import - ipiped < /srv/out/piped.tar.zst"
+check identical-piped same /var/lib/machines/ipiped
+check no-archive-to-tty fails_with 'terminal' script -qec "berth export c1 -" /dev/null
+# --force replaces a symlink, never writes through it.
+echo precious > /srv/precious && ln -s /srv/precious /srv/out/sym.tar
+check force-replaces-symlink berth export --force c1 /srv/out/sym.tar
+check symlink-target-intact sh -c "test \"\$(cat /srv/precious)\" = precious && ! test -L /srv/out/sym.tar"
+ln -s /srv/out/c1.tar /srv/out/sym2.tar
+check import-path-symlink-refused fails_with 'io.berth.Machine.BadArchive' varlinkctl call $S io.berth.Machine.Import '{"path":"/srv/out/sym2.tar","name":"isym"}'
 
 # machinectl reads berth's archives, berth reads machinectl's. (systemd
 # 257's importd does not read zstd tarballs; xz, gzip and plain it does.)
@@ -59,17 +74,38 @@ check machinectl-export machinectl export-tar --format=gzip c1 /srv/out/mc.tar.g
 check berth-imports-machinectl berth import /srv/out/mc.tar.gz fromm
 check berth-import-identical test "$(treesum /var/lib/machines/fromm)" = "$want"
 
-# Pull from a local web server, checked against SHA256SUMS.
+# Pull from a local web server, as importd does: SHA256SUMS signed by a
+# key of /etc/systemd/import-pubring.gpg. machinectl pull-tar takes the
+# same layout, which proves it is importd's.
+export GNUPGHOME=/root/gnupg && mkdir -m 0700 $GNUPGHOME
+gpg_() { gpg --batch --pinentry-mode loopback --passphrase '' "$@"; }
+check gpg-key gpg_ --quick-gen-key 'berth test <test@berth.invalid>' ed25519 sign never
+gpg_ --export > /etc/systemd/import-pubring.gpg
 (cd /srv/out && sha256sum c1.tar.xz > SHA256SUMS && echo "$(printf '0%.0s' $(seq 64))  c1.tar.gz" >> SHA256SUMS)
+check gpg-sign gpg_ --detach-sign -o /srv/out/SHA256SUMS.gpg /srv/out/SHA256SUMS
+mkdir -p /srv/out/unsigned && cp /srv/out/c1.tar.xz /srv/out/SHA256SUMS /srv/out/unsigned/
 busybox httpd -p 127.0.0.1:8099 -h /srv/out
 check pull-good berth pull http://127.0.0.1:8099/c1.tar.xz pulled
 check pull-identical test "$(treesum /var/lib/machines/pulled)" = "$want"
+check machinectl-pulls-same-layout machinectl pull-tar http://127.0.0.1:8099/c1.tar.xz mpulled
+check pull-unsigned-refused fails_with 'no signature' berth pull http://127.0.0.1:8099/unsigned/c1.tar.xz punsigned
+check pull-checksum-only berth pull --verify checksum http://127.0.0.1:8099/unsigned/c1.tar.xz pchecksum
+# The admin's keyring in /etc comes first; without it, the vendor's in
+# /usr/lib (Debian's systemd ships one), which does not hold our key.
+mv /etc/systemd/import-pubring.gpg /root/pubring.gpg
+if test -e /usr/lib/systemd/import-pubring.gpg; then
+	check pull-vendor-keyring fails_with 'does not verify with /usr/lib/systemd/import-pubring.gpg' berth pull http://127.0.0.1:8099/c1.tar.xz pnokey
+	mv /usr/lib/systemd/import-pubring.gpg /root/vendor.gpg
+fi
+check pull-no-keyring fails_with 'no keyring' berth pull http://127.0.0.1:8099/c1.tar.xz pnokey
+test -e /root/vendor.gpg && mv /root/vendor.gpg /usr/lib/systemd/import-pubring.gpg
+mv /root/pubring.gpg /etc/systemd/import-pubring.gpg
 check pull-bad-checksum fails_with 'does not match SHA256SUMS' berth pull http://127.0.0.1:8099/c1.tar.gz pbad
 check pull-no-entry fails_with 'no entry in the SHA256SUMS' berth pull http://127.0.0.1:8099/c1.tar pnone
 check pull-404 fails_with 'download failed' berth pull --verify no http://127.0.0.1:8099/missing.tar p404
 check pull-unverified berth pull --verify no http://127.0.0.1:8099/c1.tar punv
 check pull-varlinkctl sh -c "varlinkctl call --more $S io.berth.Machine.Pull '{\"url\":\"http://127.0.0.1:8099/c1.tar.xz\",\"name\":\"pv\"}' | grep -q '\"percent\"'"
-check pull-failures-left-nothing sh -c "! ls -A /var/lib/machines | grep -E '^(pbad|pnone|p404)$|^\.#berth-'"
+check pull-failures-left-nothing sh -c "! ls -A /var/lib/machines | grep -E '^(pbad|pnone|p404|punsigned|pnokey)$|^\.#berth-'"
 
 # Hostile and broken archives: refused, nothing left, nothing outside.
 mkdir -p /srv/evil/link && cd /srv/evil && ln -sfn /srv/outside link2 && mkdir -p /srv/outside
@@ -108,6 +144,22 @@ systemctl kill -s KILL berthd.service
 wait
 berth list > /dev/null
 check no-partial-import sh -c "! ls -A /var/lib/machines | grep -E 'halfway'"
+
+# Kill berthd during a pull from a server that stalls midway: the download
+# had no name, so nothing is left.
+mkdir -p /srv/out/cgi-bin && cat > /srv/out/cgi-bin/slow <<'CGI'
+#!/bin/sh
+printf 'Content-Type: application/octet-stream\r\nContent-Length: 100000000\r\n\r\n'
+head -c 4000000 /dev/zero
+sleep 300
+CGI
+chmod +x /srv/out/cgi-bin/slow
+varlinkctl call --more $S io.berth.Machine.Pull '{"url":"http://127.0.0.1:8099/cgi-bin/slow","name":"killedpull","verify":"no"}' > /tmp/pull.out 2>&1 &
+check pull-under-way wait_until 30 grep -q '"download"' /tmp/pull.out
+systemctl kill -s KILL berthd.service
+wait
+berth list > /dev/null
+check no-partial-pull sh -c "! ls -A /var/lib/machines | grep -E '^\.#berth-|killedpull'"
 
 # Kill berthd during an export: no partial archive once it runs again.
 varlinkctl call --more $S io.berth.Machine.Export '{"name":"c1","path":"/srv/out/killed.tar.xz"}' > /dev/null 2>&1 &

@@ -61,8 +61,13 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	if err := p.Migrate(); err != nil {
 		log.Errorf("%v", err)
 	}
+	if wider, err := p.Restrict(); err != nil {
+		log.Errorf("%v", err)
+	} else if wider {
+		log.Noticef("%s was open to other users; it is 0700 now", poolDir)
+	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
-	mm := &machine.Manager{Pool: p, Runtime: machine.Machined{}, StateDir: "/run/berth/transfers"}
+	mm := &machine.Manager{Pool: p, Runtime: &machine.Machined{}, StateDir: "/run/berth/transfers"}
 	for _, err := range append(tm.Recover(), mm.Recover()...) {
 		log.Errorf("%v", err)
 	}

@@ -114,6 +114,11 @@ func tree(t *testing.T) string {
 	must(os.Lchown(filepath.Join(root, "abs-link"), 42, 42))
 	must(unix.Mknod(filepath.Join(root, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
 	must(unix.Mkfifo(filepath.Join(root, "fifo"), 0o600))
+	// A chroot's device node outside /dev (BIND, postfix), with an ACL.
+	must(os.MkdirAll(filepath.Join(root, "var/spool/postfix/dev"), 0o755))
+	must(unix.Mknod(filepath.Join(root, "var/spool/postfix/dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+	must(exec.Command("setfacl", "-m", "u:4321:rw", filepath.Join(root, "var/spool/postfix/dev/null")).Run())
+	must(unix.Setxattr(filepath.Join(root, "var/spool"), "user.dir-note", []byte("dirs too"), 0))
 	f, err := os.Create(filepath.Join(root, "sparse"))
 	must(err)
 	must(f.Truncate(64 << 20))
@@ -143,32 +148,45 @@ func tree(t *testing.T) string {
 	return root
 }
 
+// roundTrip writes the tree at src as format f and extracts it into a
+// new directory, which it returns.
+func roundTrip(t *testing.T, src string, f archive.Format, o archive.Options) string {
+	t.Helper()
+	var buf bytes.Buffer
+	cw, err := archive.Compressor(f, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := archive.Write(context.Background(), root, cw, o); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, got, err := archive.Decompressor(&buf)
+	if err != nil || got != f {
+		t.Fatalf("detected %q, %v", got, err)
+	}
+	defer r.Close()
+	dst := t.TempDir()
+	if err := archive.Extract(context.Background(), r, dst, o); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
 func TestRoundTripEveryFormat(t *testing.T) {
 	testbed.RequireRoot(t, "xz", "setfacl")
 	src := tree(t)
 	want := describe(t, src)
 	for _, f := range []archive.Format{archive.Tar, archive.Zstd, archive.Xz, archive.Gzip} {
 		t.Run(string(f), func(t *testing.T) {
-			var buf bytes.Buffer
-			cw, err := archive.Compressor(f, &buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := archive.Write(context.Background(), src, cw, nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := cw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			r, got, err := archive.Decompressor(&buf)
-			if err != nil || got != f {
-				t.Fatalf("detected %q, %v", got, err)
-			}
-			dst := t.TempDir()
-			if err := archive.Extract(context.Background(), r, dst, nil); err != nil {
-				t.Fatal(err)
-			}
-			r.Close()
+			dst := roundTrip(t, src, f, archive.Options{})
 			if got := describe(t, dst); strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("tree differs after %s round trip:\n got:\n%s\nwant:\n%s", f, strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
@@ -176,25 +194,48 @@ func TestRoundTripEveryFormat(t *testing.T) {
 	}
 }
 
-// hostile builds a tar stream from entries.
-func hostile(t *testing.T, entries ...tar.Header) []byte {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, h := range entries {
-		h := h
-		if h.Typeflag == tar.TypeReg && h.Size == 0 {
-			h.Size = 4
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			tw.Write([]byte("evil"))
-		}
+// TestXattrAllowList: attributes outside the allow-list (trusted.*, here)
+// stay home unless asked for, both when writing and when extracting.
+func TestXattrAllowList(t *testing.T) {
+	testbed.RequireRoot(t, "setfacl")
+	src := tree(t)
+	file := "usr/bin/ping"
+	if err := unix.Setxattr(filepath.Join(src, file), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatal(err)
 	}
-	tw.Close()
-	return buf.Bytes()
+	has := func(dir, name string) bool {
+		_, err := unix.Getxattr(filepath.Join(dir, file), name, nil)
+		return err == nil
+	}
+	dst := roundTrip(t, src, archive.Tar, archive.Options{})
+	if has(dst, "trusted.overlay.opaque") {
+		t.Error("trusted.* crossed by default")
+	}
+	if !has(dst, "security.capability") {
+		t.Error("security.capability did not cross")
+	}
+	if dst := roundTrip(t, src, archive.Tar, archive.Options{AllXattrs: true}); !has(dst, "trusted.overlay.opaque") {
+		t.Error("trusted.* did not cross when asked for")
+	}
+	// An archive that carries one (written with AllXattrs) is read
+	// without it by default.
+	var buf bytes.Buffer
+	root, _ := os.Open(src)
+	defer root.Close()
+	if err := archive.Write(context.Background(), root, &buf, archive.Options{AllXattrs: true}); err != nil {
+		t.Fatal(err)
+	}
+	dst = t.TempDir()
+	if err := archive.Extract(context.Background(), &buf, dst, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if has(dst, "trusted.overlay.opaque") || !has(dst, "security.capability") {
+		t.Error("Extract did not apply the allow-list")
+	}
 }
+
+// hostile builds a tar stream from entries.
+func hostile(t *testing.T, entries ...tar.Header) []byte { return hostileBytes(entries...) }
 
 func TestHostileArchives(t *testing.T) {
 	testbed.RequireRoot(t)
@@ -211,21 +252,24 @@ func TestHostileArchives(t *testing.T) {
 		"hardlink-out":      hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: target}),
 		"symlink-then-dir": hostile(t, tar.Header{Name: "d", Typeflag: tar.TypeSymlink, Linkname: outside},
 			tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o777}),
-		"hardlink-dotdot":    hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../.." + target}),
-		"device-outside-dev": hostile(t, tar.Header{Name: "etc/sda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o600}),
-		"truncated":          hostile(t, reg("a"))[:514],
-		"duplicate-file":     hostile(t, reg("a"), reg("a")),
-		"file-then-dir":      hostile(t, reg("a"), tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}),
-		"huge-size":          hostile(t, tar.Header{Name: "big", Typeflag: tar.TypeReg, Size: 1 << 40, Mode: 0o644})[:2048],
-		"garbage":            bytes.Repeat([]byte("not an archive "), 100),
-		"wrong-compression":  append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 600)...),
+		"hardlink-dotdot":   hostile(t, tar.Header{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../.." + target}),
+		"truncated":         hostile(t, reg("a"))[:514],
+		"no-end-blocks":     noEnd(hostile(t, reg("a"), reg("b")), 2),
+		"lone-zero-block":   noEnd(hostile(t, reg("a")), 1),
+		"empty-zstd":        emptyZstd(t),
+		"too-deep":          hostile(t, reg(strings.Repeat("d/", 1024)+"f")),
+		"duplicate-file":    hostile(t, reg("a"), reg("a")),
+		"file-then-dir":     hostile(t, reg("a"), tar.Header{Name: "a/", Typeflag: tar.TypeDir, Mode: 0o755}),
+		"huge-size":         hostile(t, tar.Header{Name: "big", Typeflag: tar.TypeReg, Size: 1 << 40, Mode: 0o644})[:2048],
+		"garbage":           bytes.Repeat([]byte("not an archive "), 100),
+		"wrong-compression": append([]byte{0x28, 0xb5, 0x2f, 0xfd}, bytes.Repeat([]byte{0xff}, 600)...),
 	}
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {
 			dst := t.TempDir()
 			r, _, err := archive.Decompressor(bytes.NewReader(data))
 			if err == nil {
-				err = archive.Extract(context.Background(), r, dst, nil)
+				err = archive.Extract(context.Background(), r, dst, archive.Options{})
 				r.Close()
 			}
 			if err == nil {
@@ -245,6 +289,20 @@ func TestHostileArchives(t *testing.T) {
 			}
 		})
 	}
+}
+
+// noEnd cuts n of the two end-of-archive blocks off a tar stream.
+func noEnd(b []byte, n int) []byte { return b[:len(b)-n*512] }
+
+// emptyZstd is a well-formed zstd stream with nothing in it.
+func emptyZstd(t *testing.T) []byte {
+	var buf bytes.Buffer
+	z, err := archive.Compressor(archive.Zstd, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z.Close()
+	return buf.Bytes()
 }
 
 var _ = io.EOF

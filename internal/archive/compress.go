@@ -29,6 +29,15 @@ const (
 	Gzip Format = "gzip"
 )
 
+// Valid reports whether f is a format Compressor knows.
+func (f Format) Valid() bool {
+	switch f {
+	case Tar, Zstd, Xz, Gzip:
+		return true
+	}
+	return false
+}
+
 // FormatOf picks the format from a file name: .tar, .tar.zst (default for
 // unknown names), .tar.xz, .tar.gz and the short forms.
 func FormatOf(name string) (Format, error) {

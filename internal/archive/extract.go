@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/internal/image"
 )
 
 // UnsafeError is an archive entry that would reach outside the target or
@@ -24,31 +26,55 @@ type UnsafeError struct {
 
 func (e *UnsafeError) Error() string { return fmt.Sprintf("refusing %q: %s", e.Name, e.Reason) }
 
+// unsafeEntry names an entry in an UnsafeError, shortened: a PAX path
+// may be a megabyte long, and the error goes to the caller and the
+// journal.
+func unsafeEntry(name, reason string) *UnsafeError {
+	if len(name) > 256 {
+		name = name[:256] + "…"
+	}
+	return &UnsafeError{name, reason}
+}
+
 // clean turns an entry name into a path relative to the target, refusing
 // absolute paths and any .. component.
 func clean(name string) (string, error) {
 	if strings.HasPrefix(name, "/") {
-		return "", &UnsafeError{name, "absolute path"}
+		return "", unsafeEntry(name, "absolute path")
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
-			return "", &UnsafeError{name, "path leaves the image (..)"}
+			return "", unsafeEntry(name, "path leaves the image (..)")
 		}
 	}
 	p := path.Clean(name)
 	if p == "" || strings.ContainsRune(p, 0) {
-		return "", &UnsafeError{name, "empty or NUL in path"}
+		return "", unsafeEntry(name, "empty or NUL in path")
+	}
+	if strings.Count(p, "/") >= image.MaxDepth {
+		return "", unsafeEntry(name, fmt.Sprintf("deeper than %d directories", image.MaxDepth))
 	}
 	return p, nil
 }
 
-// later holds what is applied once all content is in place: ownership
-// before modes (chown clears set-id bits), attributes after ownership
-// (chown clears security.capability), times last.
-type later struct {
-	name string
-	hdr  *tar.Header
+// dirMeta is what Extract applies to a directory once everything is in
+// place: a mode that could keep it from being written into (for callers
+// without root's override), and times, which every entry made in it
+// changes. Owner and other attributes are set at once; nothing later
+// disturbs them, so no header is kept.
+type dirMeta struct {
+	name  string
+	mode  uint32
+	mtime int64
+	// defaultACL waits too: set at once, every entry made below would
+	// inherit it on top of its own.
+	defaultACL string
 }
+
+// maxDirMeta bounds what Extract keeps per archive about directories,
+// whatever the archive: a root file system has some 10,000 directories
+// (a few hundred KiB of this), so 64 MiB is far beyond any real one.
+const maxDirMeta = 64 << 20
 
 // parentDir keeps the last parent directory opened (through the root, so
 // inside it) for the entries that follow in it: tar streams list a
@@ -80,27 +106,53 @@ func (p *parentDir) close() {
 	}
 }
 
+// endReader tells a tar stream that ends with its end-of-archive blocks
+// from one cut short at an entry boundary, which archive/tar takes for the
+// same io.EOF: the first reads every byte it needs and stops; the second
+// asks for more after the end.
+type endReader struct {
+	r     io.Reader
+	short bool
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if n == 0 && err == io.EOF {
+		e.short = true
+	}
+	return n, err
+}
+
+// ErrNoEnd is a tar stream without its end-of-archive blocks: cut short,
+// or empty.
+var ErrNoEnd = errors.New("the archive ends without its end-of-archive blocks (cut short?)")
+
 // Extract unpacks the tar stream r into dir, which must be an empty
 // directory. Everything goes through an os.Root on dir, so no entry,
-// symlink or hard link can make it write outside; device nodes are only
-// accepted below dev/. On error dir is left half-filled for the caller to
+// symlink or hard link can make it write outside. Device nodes are made
+// wherever the archive has them, as machinectl import-tar does: the pool
+// is root's alone (0700), so they reach nothing a user could not already.
+// Memory stays bounded whatever the headers hold; ctx is checked inside
+// large files too. On error dir is left half-filled for the caller to
 // remove.
-func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) error {
+func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	tr := tar.NewReader(r)
+	end := &endReader{r: r}
+	tr := tar.NewReader(end)
 	parent := &parentDir{root: root}
 	defer parent.close()
-	w := newWriters(root)
+	w := newWriters(root, &o)
 	defer w.close()
 	var (
-		meta []later
-		done int64
-		buf  = make([]byte, 1<<16)
-		dirs = map[string]bool{".": true} // made already: no MkdirAll per entry
+		meta     []dirMeta
+		metaSize int
+		done     int64
+		buf      = make([]byte, 1<<16)
+		dirs     = map[string]bool{".": true} // made already: no MkdirAll per entry
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -111,6 +163,9 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if end.short {
+				return ErrNoEnd
+			}
 			break
 		}
 		if err != nil {
@@ -125,6 +180,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			dirs[parent] = true
+			metaSize += len(parent) + 16
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
@@ -133,12 +189,20 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 					// Only a real directory may be described twice: over a
 					// symlink, the attributes would land on its target.
 					if fi, lerr := root.Lstat(name); lerr != nil || !fi.IsDir() {
-						return &UnsafeError{hdr.Name, "directory entry over an existing non-directory"}
+						return unsafeEntry(hdr.Name, "directory entry over an existing non-directory")
 					}
 				} else if err != nil {
 					return fmt.Errorf("%s: %w", name, err)
 				}
 				dirs[name] = true
+			}
+			if err := setDir(root, name, hdr, &o); err != nil {
+				return err
+			}
+			m := dirMeta{name, uint32(hdr.Mode & 0o7777), hdr.ModTime.UnixNano(), hdr.PAXRecords[xattrPrefix+aclDefault]}
+			meta = append(meta, m)
+			if metaSize += 2*len(name) + len(m.defaultACL) + 64; metaSize > maxDirMeta {
+				return unsafeEntry(hdr.Name, fmt.Sprintf("more directories than berth keeps track of (%d MiB of names)", maxDirMeta>>20))
 			}
 		case tar.TypeReg, tar.TypeRegA:
 			// A file gets all its attributes through its descriptor as
@@ -148,15 +212,14 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 			if n <= smallFile {
 				err = w.add(name, hdr, tr)
 			} else {
-				n, err = writeFile(parent, name, tr, hdr, buf)
+				n, err = writeFile(ctx, parent, name, tr, hdr, &o, buf)
 			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			if done += n; count != nil {
-				count(done)
+			if done += n; n > 0 {
+				o.count(done)
 			}
-			continue
 		case tar.TypeLink:
 			target, err := clean(hdr.Linkname)
 			if err != nil {
@@ -168,34 +231,35 @@ func Extract(ctx context.Context, r io.Reader, dir string, count func(int64)) er
 			if err := root.Link(target, name); err != nil {
 				return fmt.Errorf("hard link %s to %s: %w", name, target, err)
 			}
-			continue // shares the target's attributes
+			// shares the target's attributes
 		case tar.TypeSymlink:
 			// The target is only data; os.Root refuses to follow it out
 			// when later entries are written through it.
 			if err := root.Symlink(hdr.Linkname, name); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
+			if err := setSymlink(parent, name, hdr); err != nil {
+				return err
+			}
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			if err := mknod(root, name, hdr); err != nil {
+			if err := mknod(parent, name, hdr, &o); err != nil {
 				return err
 			}
 		case tar.TypeXGlobalHeader:
-			continue
 		default:
-			return &UnsafeError{hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag)}
+			return unsafeEntry(hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
 		}
-		meta = append(meta, later{name, hdr})
 	}
 	if err := w.wait(); err != nil {
 		return err
 	}
-	return applyMeta(root, meta)
+	return applyDirs(parent, meta)
 }
 
 // writeFile writes a regular file, keeping it sparse, then applies owner,
 // mode, extended attributes and times through its descriptor, in the
 // order that keeps them: chown clears set-id bits and capabilities.
-func writeFile(parent *parentDir, name string, r io.Reader, hdr *tar.Header, buf []byte) (int64, error) {
+func writeFile(ctx context.Context, parent *parentDir, name string, r io.Reader, hdr *tar.Header, o *Options, buf []byte) (int64, error) {
 	pfd, err := parent.fd(path.Dir(name))
 	if err != nil {
 		return 0, err
@@ -208,33 +272,61 @@ func writeFile(parent *parentDir, name string, r io.Reader, hdr *tar.Header, buf
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	n, err := writeSparse(f, r, hdr.Size, buf)
+	n, err := writeSparse(ctx, f, r, hdr.Size, buf)
 	if err != nil {
 		return n, err
 	}
-	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-		return n, fmt.Errorf("chown: %w", err)
+	return n, setInode(fd, hdr, o)
+}
+
+// setInode gives the inode behind fd (open, or O_PATH) the owner, mode,
+// attributes and times of hdr, in the order that keeps them: chown clears
+// set-id bits and file capabilities.
+func setInode(fd int, hdr *tar.Header, o *Options) error {
+	if err := unix.Fchownat(fd, "", hdr.Uid, hdr.Gid, unix.AT_EMPTY_PATH); err != nil {
+		return fmt.Errorf("chown: %w", err)
 	}
-	if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
-		return n, fmt.Errorf("chmod: %w", err)
+	p := fdPath(fd)
+	if err := unix.Chmod(p, uint32(hdr.Mode&0o7777)); err != nil {
+		return fmt.Errorf("chmod: %w", err)
 	}
-	if err := fsetxattrs(fd, hdr); err != nil {
-		return n, err
+	if err := entryXattrs(hdr, o).set(p); err != nil {
+		return err
 	}
-	ts := [2]unix.Timespec{unix.NsecToTimespec(hdr.ModTime.UnixNano()), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
-	// futimens(fd, ts): utimensat with a NULL path.
-	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
-		return n, fmt.Errorf("set times: %w", e)
+	return setTimes(fd, hdr.ModTime.UnixNano())
+}
+
+// setTimes sets the access and modification times of the inode behind fd:
+// futimens (utimensat with a NULL path) for an open file, its
+// /proc/self/fd path for an O_PATH descriptor, which futimens refuses.
+func setTimes(fd int, ns int64) error {
+	ts := [2]unix.Timespec{unix.NsecToTimespec(ns), unix.NsecToTimespec(ns)}
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e == unix.EBADF {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fdPath(fd), ts[:], 0); err != nil {
+			return fmt.Errorf("set times: %w", err)
+		}
+		return nil
 	}
-	return n, nil
+	if e != 0 {
+		return fmt.Errorf("set times: %w", e)
+	}
+	return nil
 }
 
 // writeSparse writes size bytes from r to f, seeking over blocks of zeros
 // so that sparse files stay sparse.
-func writeSparse(f *os.File, r io.Reader, size int64, buf []byte) (int64, error) {
+func writeSparse(ctx context.Context, f *os.File, r io.Reader, size int64, buf []byte) (int64, error) {
 	var off int64
 	hole := false // the file ends in a hole: only a truncate gives it its size
-	for off < size {
+	for i := 0; off < size; i++ {
+		// archive/tar hands out a sparse file's holes as zeros: a tiny
+		// archive can describe a petabyte of them.
+		if i%64 == 63 {
+			if err := ctx.Err(); err != nil {
+				return off, err
+			}
+		}
 		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
 		if err != nil {
 			return off, fmt.Errorf("archive ends inside the file: %w", err)
@@ -259,99 +351,101 @@ var zeros = make([]byte, 1<<16)
 
 func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
 
-func mknod(root *os.Root, name string, hdr *tar.Header) error {
+// mknod makes a device node or FIFO and gives it its attributes.
+func mknod(parent *parentDir, name string, hdr *tar.Header, o *Options) error {
 	mode := uint32(unix.S_IFIFO)
-	if hdr.Typeflag != tar.TypeFifo {
-		if name != "dev" && !strings.HasPrefix(name, "dev/") {
-			return &UnsafeError{hdr.Name, "device node outside /dev"}
-		}
+	switch hdr.Typeflag {
+	case tar.TypeChar:
 		mode = unix.S_IFCHR
-		if hdr.Typeflag == tar.TypeBlock {
-			mode = unix.S_IFBLK
-		}
+	case tar.TypeBlock:
+		mode = unix.S_IFBLK
 	}
-	parent, err := root.Open(path.Dir(name))
+	pfd, err := parent.fd(path.Dir(name))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	defer parent.Close()
+	base := path.Base(name)
 	dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-	if err := unix.Mknodat(int(parent.Fd()), path.Base(name), mode|0o600, int(dev)); err != nil {
+	if err := unix.Mknodat(pfd, base, mode|0o600, int(dev)); err != nil {
 		return fmt.Errorf("mknod %s: %w", name, err)
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	if err := setInode(fd, hdr, o); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
 }
 
-// applyMeta gives directories, symlinks, device nodes and fifos their
-// owner, mode, attributes and times once everything is extracted, deepest
-// first so that nothing touches a directory after its times are set. It
-// works relative to each parent's descriptor, kept while siblings follow.
-func applyMeta(root *os.Root, meta []later) error {
+// setSymlink gives a symlink its owner and times; it has no mode, and
+// the kernel keeps the attributes that travel off it.
+func setSymlink(parent *parentDir, name string, hdr *tar.Header) error {
+	pfd, err := parent.fd(path.Dir(name))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	base := path.Base(name)
+	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %s: %w", name, err)
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(hdr.ModTime.UnixNano()), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", name, err)
+	}
+	return nil
+}
+
+// setDir gives a directory its owner and attributes as soon as it is
+// made; its mode and times wait for applyDirs.
+func setDir(root *os.Root, name string, hdr *tar.Header, o *Options) error {
+	x := entryXattrs(hdr, o).without(aclDefault)
+	if len(x) == 0 && hdr.Uid == os.Geteuid() && hdr.Gid == os.Getegid() {
+		return nil // as made
+	}
+	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer f.Close()
+	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
+		return fmt.Errorf("chown %s: %w", name, err)
+	}
+	if err := x.set(fdPath(int(f.Fd()))); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// applyDirs gives directories their modes and times once everything is
+// extracted, deepest first so that nothing touches a directory after its
+// times are set.
+func applyDirs(parent *parentDir, meta []dirMeta) error {
 	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
-	parent := &parentDir{root: root}
-	defer parent.close()
 	for _, m := range meta {
-		base := path.Base(m.name)
 		pfd, err := parent.fd(path.Dir(m.name))
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		if err := unix.Fchownat(pfd, base, m.hdr.Uid, m.hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown %s: %w", m.name, err)
+		fd, err := unix.Openat(pfd, path.Base(m.name), unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if m.name == "." {
+			fd, err = unix.Openat(pfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		}
-		if m.hdr.Typeflag != tar.TypeSymlink { // symlinks have no mode of their own
-			if err := unix.Fchmodat(pfd, base, uint32(m.hdr.Mode&0o7777), 0); err != nil {
-				return fmt.Errorf("chmod %s: %w", m.name, err)
-			}
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
-		if err := setXattrs(root, m); err != nil {
-			return err
+		err = unix.Chmod(fdPath(fd), m.mode)
+		if err == nil && m.defaultACL != "" {
+			err = xattrs{aclDefault, m.defaultACL}.set(fdPath(fd))
 		}
-		ts := []unix.Timespec{unix.NsecToTimespec(m.hdr.ModTime.UnixNano()), unix.NsecToTimespec(m.hdr.ModTime.UnixNano())}
-		if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("set times of %s: %w", m.name, err)
+		if err == nil {
+			err = setTimes(fd, m.mtime)
 		}
-	}
-	return nil
-}
-
-// setXattrs applies a directory's extended attributes (device nodes and
-// fifos are not opened; files get theirs in writeFile).
-func setXattrs(root *os.Root, m later) error {
-	if m.hdr.Typeflag != tar.TypeDir || !hasXattrs(m.hdr) {
-		return nil
-	}
-	f, err := root.OpenFile(m.name, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		return fmt.Errorf("%s: %w", m.name, err)
-	}
-	defer f.Close()
-	if err := fsetxattrs(int(f.Fd()), m.hdr); err != nil {
-		return fmt.Errorf("%s: %w", m.name, err)
-	}
-	return nil
-}
-
-func hasXattrs(hdr *tar.Header) bool {
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, xattrPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
-func fsetxattrs(fd int, hdr *tar.Header) error {
-	var names []string
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, xattrPrefix) {
-			names = append(names, k)
-		}
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		if err := unix.Fsetxattr(fd, strings.TrimPrefix(k, xattrPrefix), []byte(hdr.PAXRecords[k]), 0); err != nil {
-			return fmt.Errorf("set xattr %s: %w", strings.TrimPrefix(k, xattrPrefix), err)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
 	}
 	return nil

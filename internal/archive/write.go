@@ -6,57 +6,36 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/internal/image"
 )
 
-const xattrPrefix = "SCHILY.xattr."
-
-// Write writes the tree at root to w as a PAX tar stream with entries
-// named ./PATH, as `tar -C root -c .` would, with numeric owners only.
-// Sockets are left out: tar cannot hold them. count, if not nil, is told
-// the bytes of file data written so far.
-func Write(ctx context.Context, root string, w io.Writer, count func(int64)) error {
+// Write writes the tree below root (an open directory) to w as a PAX tar
+// stream with entries named ./PATH, as `tar -C root -c .` would, with
+// numeric owners only. It walks by descriptor (image.Walk) and opens every
+// file relative to its directory without following symlinks, so a tree
+// that changes meanwhile cannot make it read outside. Sockets are left
+// out: tar cannot hold them.
+func Write(ctx context.Context, root *os.File, w io.Writer, o Options) error {
 	tw := tar.NewWriter(w)
 	links := map[[2]uint64]string{} // (dev, ino) → first name, for hard links
 	var done int64
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	err := image.Walk(root, func(e *image.Entry) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(root, p)
-		hdr, err := header(p, "./"+filepath.ToSlash(rel), links)
-		if err != nil || hdr == nil {
-			return err
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
-			return nil
-		}
-		f, err := os.Open(p)
+		n, err := writeEntry(ctx, tw, e, links, &o)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", e.Path, err)
 		}
-		defer f.Close()
-		n, err := io.Copy(tw, f)
-		if err != nil {
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-		if n != hdr.Size {
-			return fmt.Errorf("%s changed size while being archived", p)
-		}
-		if done += n; count != nil {
-			count(done)
+		if n > 0 {
+			done += n
+			o.count(done)
 		}
 		return nil
 	})
@@ -66,45 +45,46 @@ func Write(ctx context.Context, root string, w io.Writer, count func(int64)) err
 	return tw.Close()
 }
 
-// header describes p for tar, or returns nil for what tar cannot hold.
-func header(p, name string, links map[[2]uint64]string) (*tar.Header, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", p, err)
-	}
+// writeEntry writes one entry and returns the bytes of its data.
+func writeEntry(ctx context.Context, tw *tar.Writer, e *image.Entry, links map[[2]uint64]string, o *Options) (int64, error) {
+	st := &e.Stat
+	name := "./" + e.Path
 	hdr := &tar.Header{
-		Name:       name,
-		Mode:       int64(st.Mode & 0o7777),
-		Uid:        int(st.Uid),
-		Gid:        int(st.Gid),
-		ModTime:    time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
-		Format:     tar.FormatPAX,
-		PAXRecords: map[string]string{},
+		Name:    name,
+		Mode:    int64(st.Mode & 0o7777),
+		Uid:     int(st.Uid),
+		Gid:     int(st.Gid),
+		ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec),
+		Format:  tar.FormatPAX,
 	}
+	flags := unix.O_PATH
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		hdr.Typeflag = tar.TypeDir
-		if name != "./." {
-			hdr.Name += "/"
-		} else {
+		hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"
+		if e.Path == "." {
 			hdr.Name = "./"
 		}
+		flags = unix.O_RDONLY | unix.O_DIRECTORY
 	case unix.S_IFREG:
 		key := [2]uint64{st.Dev, st.Ino}
 		if first, ok := links[key]; ok && st.Nlink > 1 {
 			hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
-			return hdr, nil // a hard link carries no data or attributes of its own
+			return 0, tw.WriteHeader(hdr) // no data or attributes of its own
 		}
 		if st.Nlink > 1 {
 			links[key] = name
 		}
 		hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
+		flags = unix.O_RDONLY | unix.O_NONBLOCK
 	case unix.S_IFLNK:
-		target, err := os.Readlink(p)
+		// Symlinks carry no attribute that travels (the kernel keeps
+		// user.* and ACLs off them).
+		target, err := readlinkat(int(e.Dir.Fd()), e.Name)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
+		return 0, tw.WriteHeader(hdr)
 	case unix.S_IFCHR, unix.S_IFBLK:
 		hdr.Typeflag = tar.TypeChar
 		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -114,44 +94,80 @@ func header(p, name string, links map[[2]uint64]string) (*tar.Header, error) {
 	case unix.S_IFIFO:
 		hdr.Typeflag = tar.TypeFifo
 	default:
-		return nil, nil // sockets
+		return 0, nil // sockets
 	}
-	if err := readXattrs(p, hdr.PAXRecords); err != nil {
-		return nil, err
+	fd, err := image.OpenAt(int(e.Dir.Fd()), e.Name, flags, 0)
+	if err != nil {
+		return 0, err
 	}
-	return hdr, nil
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	var now unix.Stat_t
+	if err := unix.Fstat(fd, &now); err != nil {
+		return 0, err
+	}
+	if now.Ino != st.Ino || now.Dev != st.Dev {
+		return 0, errors.New("replaced while being archived")
+	}
+	pax := map[string]string{}
+	if err := readXattrs(fd, flags == unix.O_PATH, o, pax); err != nil {
+		return 0, err
+	}
+	if len(pax) > 0 {
+		hdr.PAXRecords = pax
+	}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return 0, err
+	}
+	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+		return 0, nil
+	}
+	n, err := copyData(ctx, tw, f)
+	if err != nil {
+		return n, err
+	}
+	if n != hdr.Size {
+		return n, errors.New("changed size while being archived")
+	}
+	return n, nil
 }
 
-// readXattrs adds p's extended attributes (ACLs and security.capability
-// among them) as SCHILY.xattr records, the form GNU tar and bsdtar read.
-func readXattrs(p string, into map[string]string) error {
-	size, err := unix.Llistxattr(p, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil
+// copyData copies a file's data, checking ctx between chunks so that a
+// large file does not hold up cancellation.
+func copyData(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
 		}
-		return fmt.Errorf("list xattrs of %s: %w", p, err)
-	}
-	if size == 0 {
-		return nil
-	}
-	buf := make([]byte, size)
-	if size, err = unix.Llistxattr(p, buf); err != nil {
-		return fmt.Errorf("list xattrs of %s: %w", p, err)
-	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if name == "" {
-			continue
+		m, err := r.Read(*buf)
+		if m > 0 {
+			if _, werr := w.Write((*buf)[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
 		}
-		n, err := unix.Lgetxattr(p, name, nil)
+		if err == io.EOF {
+			return n, nil
+		} else if err != nil {
+			return n, err
+		}
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+func readlinkat(dir int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dir, name, buf)
 		if err != nil {
-			return fmt.Errorf("read xattr %s of %s: %w", name, p, err)
+			return "", fmt.Errorf("readlink: %w", err)
 		}
-		val := make([]byte, n)
-		if n, err = unix.Lgetxattr(p, name, val); err != nil {
-			return fmt.Errorf("read xattr %s of %s: %w", name, p, err)
+		if n < size {
+			return string(buf[:n]), nil
 		}
-		into[xattrPrefix+name] = string(val[:n])
 	}
-	return nil
 }

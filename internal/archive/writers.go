@@ -3,6 +3,7 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -35,25 +36,25 @@ type fileJob struct {
 	data *[]byte
 }
 
-func newWriters(root *os.Root) *writers {
+func newWriters(root *os.Root, o *Options) *writers {
 	n := min(runtime.GOMAXPROCS(0), 8)
 	w := &writers{jobs: make(chan fileJob, 4*n)}
 	w.bufs.New = func() any { b := make([]byte, smallFile); return &b }
 	for range n {
 		w.workers.Add(1)
-		go w.run(root)
+		go w.run(root, o)
 	}
 	return w
 }
 
-func (w *writers) run(root *os.Root) {
+func (w *writers) run(root *os.Root, o *Options) {
 	defer w.workers.Done()
 	parent := &parentDir{root: root}
 	defer parent.close()
 	buf := make([]byte, 1<<16)
 	for j := range w.jobs {
 		if w.failed() == nil {
-			if _, err := writeFile(parent, j.name, bytes.NewReader(*j.data), j.hdr, buf); err != nil {
+			if _, err := writeFile(context.Background(), parent, j.name, bytes.NewReader(*j.data), j.hdr, o, buf); err != nil {
 				w.fail(fmt.Errorf("%s: %w", j.name, err))
 			}
 		}

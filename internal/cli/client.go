@@ -93,8 +93,20 @@ func explainMachine(err error) (string, bool) {
 		ua  *ioberthmachine.UnsafeArchive
 		df  *ioberthmachine.DownloadFailed
 		cm  *ioberthmachine.ChecksumMismatch
+		pr  *ioberthmachine.PathRequiresRoot
+		bfd *ioberthmachine.BadFileDescriptor
+		nsp *ioberthmachine.NoSpace
+		bs  *ioberthmachine.BadSignature
 	)
 	switch {
+	case errors.As(err, &bs):
+		return fmt.Sprintf("%s: %s; nothing was imported (--verify checksum skips the signature)", bs.Url, bs.Reason), true
+	case errors.As(err, &pr):
+		return fmt.Sprintf("only root may name a path on berthd's host (%s); pass the file as a file descriptor, as berth does", pr.Parameter), true
+	case errors.As(err, &bfd):
+		return fmt.Sprintf("bad file descriptor (%s): %s", bfd.Parameter, bfd.Reason), true
+	case errors.As(err, &nsp):
+		return fmt.Sprintf("no space left for %s; nothing was kept", nsp.Path), true
 	case errors.As(err, &df):
 		return fmt.Sprintf("download failed: %s", df.Reason), true
 	case errors.As(err, &cm):

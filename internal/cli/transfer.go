@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 )
 
@@ -43,33 +43,66 @@ func exportCmd(e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	file, err := filepath.Abs(fs.Arg(1))
+	f := archive.Format(*format)
+	if *format == "" {
+		if f, _ = archive.FormatOf(fs.Arg(1)); f == "" {
+			f = archive.Zstd
+		}
+	}
+	out, err := createArchive(e, fs.Arg(1), *force)
 	if err != nil {
 		return e.fail(err)
 	}
+	defer out.discard()
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
 		interactive := isTerminal(os.Stdin)
-		recv, err := ioberthmachine.Export().Send(ctx, c, varlink.More, fs.Arg(0), file, optional(*format), force, &interactive)
+		in := exportIn{Name: fs.Arg(0), FileDescriptor: 0, Format: string(f), AllowInteractiveAuthentication: interactive}
+		recv, err := sendWithFDs[exportOut](ctx, c, "io.berth.Machine.Export", in, out.f)
 		if err != nil {
 			return err
 		}
-		type result struct {
-			path *string
-			size *int64
-		}
-		r, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, result, uint64, error) {
-			p, path, size, flags, err := recv(ctx)
-			return p, result{path, size}, flags, err
+		r, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *int64, uint64, error) {
+			o, flags, err := recv(ctx)
+			return o.Progress, o.Size, flags, err
 		})
-		if err == nil && r.path != nil && r.size != nil {
+		if err != nil {
+			return err
+		}
+		if err := out.commit(); err != nil {
+			return err
+		}
+		if r != nil && out.path != "" {
 			if *asJSON {
-				printJSON(e.stdout, map[string]any{"path": *r.path, "size": *r.size})
+				printJSON(e.stdout, map[string]any{"path": out.path, "size": *r})
 			} else {
-				fmt.Fprintf(e.stdout, "%s written (%.1f MB)\n", *r.path, float64(*r.size)/1e6)
+				fmt.Fprintf(e.stdout, "%s written (%.1f MB)\n", out.path, float64(*r)/1e6)
 			}
 		}
-		return err
+		return nil
 	})
+}
+
+type exportIn struct {
+	Name                           string `json:"name"`
+	FileDescriptor                 int    `json:"fileDescriptor"`
+	Format                         string `json:"format"`
+	AllowInteractiveAuthentication bool   `json:"allowInteractiveAuthentication"`
+}
+
+type exportOut struct {
+	Progress *ioberthmachine.Progress `json:"progress,omitempty"`
+	Size     *int64                   `json:"size,omitempty"`
+}
+
+type importIn struct {
+	FileDescriptor                 int    `json:"fileDescriptor"`
+	Name                           string `json:"name"`
+	AllowInteractiveAuthentication bool   `json:"allowInteractiveAuthentication"`
+}
+
+type importOut struct {
+	Progress *ioberthmachine.Progress  `json:"progress,omitempty"`
+	Machine  *ioberthmachine.ImageInfo `json:"machine,omitempty"`
 }
 
 func importCmd(e *env, args []string) int {
@@ -79,17 +112,26 @@ func importCmd(e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	file, err := filepath.Abs(fs.Arg(0))
-	if err != nil {
-		return e.fail(err)
+	// Opened here, as the caller: berthd reads only what its caller can.
+	in := os.Stdin
+	if fs.Arg(0) != "-" {
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return e.fail(err)
+		}
+		defer f.Close()
+		in = f
 	}
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
-		interactive := isTerminal(os.Stdin)
-		recv, err := ioberthmachine.Import().Send(ctx, c, varlink.More, file, fs.Arg(1), &interactive)
+		interactive := isTerminal(os.Stdin) && in != os.Stdin
+		recv, err := sendWithFDs[importOut](ctx, c, "io.berth.Machine.Import", importIn{Name: fs.Arg(1), AllowInteractiveAuthentication: interactive}, in)
 		if err != nil {
 			return err
 		}
-		img, err := follow(ctx, e, recv)
+		img, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *ioberthmachine.ImageInfo, uint64, error) {
+			o, flags, err := recv(ctx)
+			return o.Progress, o.Machine, flags, err
+		})
 		if err == nil && img != nil {
 			printImage(e, *asJSON, img, "imported")
 		}
@@ -97,13 +139,34 @@ func importCmd(e *env, args []string) int {
 	})
 }
 
+// sendWithFDs calls method with the files passed as descriptors 0, 1, …
+// (the generated bindings pass none) and returns a receiver of typed
+// replies, with io.berth.Machine's errors typed.
+func sendWithFDs[Out any](ctx context.Context, c *varlink.Connection, method string, in any, files ...*os.File) (func(context.Context) (Out, uint64, error), error) {
+	recv, err := c.SendWithFDs(ctx, method, in, varlink.More, files)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (Out, uint64, error) {
+		var out Out
+		flags, fds, err := recv(ctx, &out)
+		for _, f := range fds {
+			f.Close()
+		}
+		if err != nil {
+			err = ioberthmachine.Dispatch_Error(err)
+		}
+		return out, flags, err
+	}, nil
+}
+
 func init() {
-	register("pull", verb{usage: "pull [--verify checksum|no] URL NAME", help: "download a tar archive and import it, checked against SHA256SUMS", run: pullCmd})
+	register("pull", verb{usage: "pull [--verify signature|checksum|no] URL NAME", help: "download a tar archive and import it, checked against a signed SHA256SUMS", run: pullCmd})
 }
 
 func pullCmd(e *env, args []string) int {
 	fs := e.flags("pull")
-	verify := fs.String("verify", "checksum", "checksum (SHA256SUMS next to the archive) or no")
+	verify := fs.String("verify", "signature", "signature (SHA256SUMS next to the archive, signed by a key of the import keyring), checksum (SHA256SUMS only) or no")
 	asJSON := fs.Bool("json", false, "print the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()

@@ -2,34 +2,41 @@ package machine
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
-	"github.com/godbus/dbus/v5"
+	"github.com/coreos/go-systemd/v22/machine1"
 )
 
-// Machined asks systemd-machined over the system bus.
-type Machined struct{}
+// Machined asks systemd-machined over one system bus connection, made on
+// first use and made again if the bus dropped it.
+type Machined struct {
+	mu   sync.Mutex
+	conn *machine1.Conn
+}
 
-func (Machined) obj() (*dbus.Conn, dbus.BusObject, error) {
-	conn, err := dbus.ConnectSystemBus()
-	if err != nil {
-		return nil, nil, err
+func (md *Machined) bus() (*machine1.Conn, error) {
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	if md.conn != nil && md.conn.Connected() {
+		return md.conn, nil
 	}
-	return conn, conn.Object("org.freedesktop.machine1", "/org/freedesktop/machine1"), nil
+	conn, err := machine1.New()
+	if err != nil {
+		return nil, fmt.Errorf("machined: %w", err)
+	}
+	md.conn = conn
+	return conn, nil
 }
 
 // Running lists the registered machines (machinectl list).
-func (md Machined) Running() (map[string]bool, error) {
-	conn, obj, err := md.obj()
+func (md *Machined) Running() (map[string]bool, error) {
+	conn, err := md.bus()
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	var list []struct {
-		Name, Class, Service string
-		Path                 dbus.ObjectPath
-	}
-	if err := obj.Call("org.freedesktop.machine1.Manager.ListMachines", 0).Store(&list); err != nil {
+	list, err := conn.ListMachines()
+	if err != nil {
 		return nil, fmt.Errorf("machined: %w", err)
 	}
 	out := map[string]bool{}
@@ -41,13 +48,12 @@ func (md Machined) Running() (map[string]bool, error) {
 
 // Terminate stops machine name (machinectl terminate) and waits until
 // machined no longer lists it.
-func (md Machined) Terminate(name string) error {
-	conn, obj, err := md.obj()
+func (md *Machined) Terminate(name string) error {
+	conn, err := md.bus()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if err := obj.Call("org.freedesktop.machine1.Manager.TerminateMachine", 0, name).Err; err != nil {
+	if err := conn.TerminateMachine(name); err != nil {
 		return fmt.Errorf("machined: %w", err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {

@@ -7,12 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/internal/archive"
-	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/image"
 )
 
 // Transfer errors.
@@ -21,22 +22,61 @@ var (
 	ErrBadArchive    = errors.New("bad archive")
 )
 
-// Export writes image name to the archive file dst. A running machine is
-// archived from a temporary read-only snapshot so the archive is
-// consistent. progress gets bytes of file data done and the total.
+// Export writes image name to the archive file dst, a path of berthd's
+// host named by root: under a temporary name in dst's directory, renamed
+// over dst when complete. An existing dst (a symlink included, which is
+// replaced, never followed) is kept unless force.
 func (m *Manager) Export(ctx context.Context, name, dst string, format archive.Format, force bool, progress func(done, total int64)) (size int64, err error) {
+	if !filepath.IsAbs(dst) {
+		return 0, fmt.Errorf("%s: not an absolute path", dst)
+	}
+	if _, err := os.Lstat(dst); err == nil && !force {
+		return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), ".#berth-"+filepath.Base(dst)+"-*")
+	if err != nil {
+		return 0, fmt.Errorf("export to %s: %w", dst, err)
+	}
+	tmp := f.Name()
+	forget := m.remember(tmp)
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+		forget()
+	}()
+	size, err = m.ExportTo(ctx, name, f, format, progress)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("export to %s: %w", dst, cerr)
+	}
+	if err != nil {
+		return 0, err
+	}
+	flags := uint(unix.RENAME_NOREPLACE)
+	if force {
+		flags = 0
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
+		}
+		return 0, fmt.Errorf("export to %s: %w", dst, err)
+	}
+	return size, nil
+}
+
+// ExportTo writes image name as an archive to out, a file the caller
+// opened for writing (a regular file, flushed to disk before it returns,
+// or a pipe). A running machine is archived from a temporary read-only
+// snapshot so the archive is consistent. progress gets bytes of file data
+// done and the total. It returns the bytes written to out.
+func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, format archive.Format, progress func(done, total int64)) (int64, error) {
 	if err := conf.ValidateMachineName(name); err != nil {
 		return 0, err
 	}
 	img, err := m.image(name, m.running(), false)
 	if err != nil {
 		return 0, err
-	}
-	if !filepath.IsAbs(dst) {
-		return 0, fmt.Errorf("%s: not an absolute path", dst)
-	}
-	if _, err := os.Lstat(dst); err == nil && !force {
-		return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
 	}
 	// No restore, rename or removal may change the tree under the archive.
 	unlock, err := m.Pool.Lock(name)
@@ -56,72 +96,82 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 		defer m.Pool.RemoveTree(snap)
 		src = snap
 	}
-	total, _ := pool.Usage(src)
-	f, err := os.CreateTemp(filepath.Dir(dst), ".#berth-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return 0, fmt.Errorf("export to %s: %w", dst, err)
-	}
-	tmp := f.Name()
-	forget := m.remember(tmp)
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-		forget()
-	}()
-	cw, err := archive.Compressor(format, f)
+	tree, err := m.Pool.OpenTree(src)
 	if err != nil {
 		return 0, err
 	}
-	if err := archive.Write(ctx, src, cw, func(done int64) { progress(done, total) }); err != nil {
-		cw.Close()
-		return 0, fmt.Errorf("export %s: %w", name, err)
-	}
-	if err := cw.Close(); err != nil {
-		return 0, fmt.Errorf("export %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
+	defer tree.Close()
+	total, _ := image.Usage(tree)
+	// A pipe whose reader stalls must not outlive the request.
+	defer context.AfterFunc(ctx, func() { out.SetWriteDeadline(time.Now()) })()
+	cw := &countingWriter{w: out}
+	z, err := archive.Compressor(format, cw)
+	if err != nil {
 		return 0, err
 	}
-	fi, _ := f.Stat()
-	if err := f.Close(); err != nil {
-		return 0, err
+	if err := archive.Write(ctx, tree, z, archive.Options{Count: func(done int64) { progress(done, total) }}); err != nil {
+		z.Close()
+		return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
 	}
-	flags := uint(unix.RENAME_NOREPLACE)
-	if force {
-		flags = 0
+	if err := z.Close(); err != nil {
+		return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, flags); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
+	if fi, err := out.Stat(); err == nil && fi.Mode().IsRegular() {
+		if err := out.Sync(); err != nil {
+			return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
 		}
-		return 0, fmt.Errorf("export to %s: %w", dst, err)
 	}
-	return fi.Size(), nil
+	return cw.n, nil
 }
 
-// Import makes machine name from the archive file src, under a temporary
-// name renamed into place when complete.
-func (m *Manager) Import(ctx context.Context, src, name string, progress func(done, total int64)) (_ *Image, err error) {
-	if err := conf.ValidateMachineName(name); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(src)
+// Import makes machine name from the archive file src, a path of berthd's
+// host named by root. A symlink there is refused, not followed, and only a
+// regular file is read.
+func (m *Manager) Import(ctx context.Context, src, name string, progress func(done, total int64)) (*Image, error) {
+	f, err := OpenArchive(src)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
 	}
 	defer f.Close()
-	fi, _ := f.Stat()
+	return m.ImportFrom(ctx, f, name, progress)
+}
+
+// OpenArchive opens a regular file without following a symlink in its
+// last component; O_NONBLOCK keeps a FIFO there from hanging the open.
+func OpenArchive(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, errors.New("not a regular file")
+	}
+	return f, nil
+}
+
+// ImportFrom makes machine name from the archive read from in (a file the
+// caller opened, or a pipe), under a temporary name renamed into place
+// when complete. Whatever goes wrong, nothing is left in the pool.
+func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, progress func(done, total int64)) (_ *Image, err error) {
+	if err := conf.ValidateMachineName(name); err != nil {
+		return nil, err
+	}
+	var total int64
+	if fi, err := in.Stat(); err == nil && fi.Mode().IsRegular() {
+		total = fi.Size()
+	}
 	unlock, err := m.claim(name)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	cr := &countingReader{r: f}
+	// A pipe whose writer stalls must not outlive the request.
+	defer context.AfterFunc(ctx, func() { in.SetReadDeadline(time.Now()) })()
+	cr := &countingReader{r: in}
 	r, _, err := archive.Decompressor(cr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
+		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
 	}
 	defer r.Close()
 	tmp := m.Pool.TempPath(name)
@@ -133,20 +183,36 @@ func (m *Manager) Import(ctx context.Context, src, name string, progress func(do
 	if err := m.Pool.NewTree(tmp); err != nil {
 		return nil, err
 	}
-	if err := archive.Extract(ctx, r, tmp, func(int64) { progress(cr.n, fi.Size()) }); err != nil {
+	if err := archive.Extract(ctx, r, tmp, archive.Options{Count: func(int64) { progress(cr.n, total) }}); err != nil {
 		var ue *archive.UnsafeError
 		if errors.As(err, &ue) || errors.Is(err, context.Canceled) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
+		if isNoSpace(err) {
+			return nil, noSpace(err)
+		}
+		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
 	}
 	if err := r.Close(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
+		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
 	}
 	if err := m.commit(tmp, name); err != nil {
 		return nil, err
 	}
 	return m.image(name, nil, false)
+}
+
+// ErrNoSpace is a file system that ran out of space or quota.
+var ErrNoSpace = errors.New("no space left")
+
+func isNoSpace(err error) bool { return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) }
+
+// noSpace marks an out-of-space error as ErrNoSpace and leaves others.
+func noSpace(err error) error {
+	if isNoSpace(err) && !errors.Is(err, ErrNoSpace) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
 }
 
 // remember notes a temporary file outside the pool in StateDir, so that
@@ -185,6 +251,17 @@ func (m *Manager) recoverTransfers() []error {
 type countingReader struct {
 	r io.Reader
 	n int64
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {

@@ -2,7 +2,9 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/coreos/go-systemd/v22/unit"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/internal/image"
 )
 
 // UnitDir is where Init writes the pool's mount unit: an admin's unit.
@@ -28,8 +32,8 @@ func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName str
 	if unix.Stat(p.Dir, &st) == nil && unix.Stat(filepath.Dir(p.Dir), &parent) == nil && st.Dev != parent.Dev {
 		return "", fmt.Errorf("%s is a mount point of another file system; unmount it first", p.Dir)
 	}
-	if ents, _ := os.ReadDir(p.Dir); len(ents) > 0 {
-		return "", fmt.Errorf("%s is not empty (%d entries); move its images elsewhere first", p.Dir, len(ents))
+	if err := p.emptyForInit(); err != nil {
+		return "", err
 	}
 	if size < 256<<20 {
 		return "", fmt.Errorf("size %d is too small for a btrfs pool (at least 256M)", size)
@@ -37,8 +41,11 @@ func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName str
 	if image == "" {
 		image = strings.TrimRight(p.Dir, "/") + ".raw"
 	}
-	if !filepath.IsAbs(image) {
-		return "", fmt.Errorf("image %q is not an absolute path", image)
+	if err := checkUnitPath(image); err != nil {
+		return "", fmt.Errorf("image %q: %w", image, err)
+	}
+	if err := checkUnitPath(p.Dir); err != nil {
+		return "", fmt.Errorf("pool %q: %w", p.Dir, err)
 	}
 	if _, err := os.Lstat(image); err == nil {
 		return "", fmt.Errorf("%s already exists", image)
@@ -57,6 +64,10 @@ func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName str
 		}
 	}()
 
+	// Empty directories only, which would lie hidden under the mount.
+	if err := os.RemoveAll(p.StateDir()); err != nil {
+		return "", fmt.Errorf("remove %s: %w", p.StateDir(), err)
+	}
 	// truncate -s SIZE IMAGE; mkfs.btrfs IMAGE
 	f, err := os.OpenFile(image, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -74,20 +85,19 @@ func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName str
 		return "", fmt.Errorf("mkfs.btrfs %s: %w: %s", image, err, strings.TrimSpace(string(out)))
 	}
 
-	content := fmt.Sprintf(`# Written by berth pool init.
-[Unit]
-Description=berth machine pool %s
-
-[Mount]
-What=%s
-Where=%s
-Type=btrfs
-Options=loop
-
-[Install]
-WantedBy=local-fs.target
-`, p.Dir, image, p.Dir)
-	if err := os.WriteFile(unitPath, []byte(content), 0o644); err != nil {
+	content, err := io.ReadAll(unit.Serialize([]*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", "berth machine pool "+unitEscape(p.Dir)),
+		unit.NewUnitOption("Mount", "What", unitEscape(image)),
+		unit.NewUnitOption("Mount", "Where", unitEscape(p.Dir)),
+		unit.NewUnitOption("Mount", "Type", "btrfs"),
+		unit.NewUnitOption("Mount", "Options", "loop"),
+		unit.NewUnitOption("Install", "WantedBy", "local-fs.target"),
+	}))
+	if err != nil {
+		return "", err
+	}
+	content = append([]byte("# Written by berth pool init.\n"), content...)
+	if err := os.WriteFile(unitPath, content, 0o644); err != nil {
 		return "", fmt.Errorf("write %s: %w", unitPath, err)
 	}
 	undo = append(undo, func() { os.Remove(unitPath) })
@@ -117,8 +127,69 @@ WantedBy=local-fs.target
 	if fstype := hostFSType(p.Dir); fstype != "btrfs" {
 		return "", fmt.Errorf("%s mounted %q, not btrfs, on %s", unitName, fstype, p.Dir)
 	}
+	// The new file system's root is 0755; see Restrict.
+	if _, err := restrict(filepath.Join("/proc/1/root", p.Dir)); err != nil {
+		return "", err
+	}
 	return unitName, nil
 }
+
+// emptyForInit refuses a pool that holds anything but a state directory
+// without files (left by images since removed).
+func (p *Pool) emptyForInit() error {
+	ents, err := os.ReadDir(p.Dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list %s: %w", p.Dir, err)
+	}
+	n := 0
+	for _, e := range ents {
+		if e.Name() != StateName {
+			n++
+		}
+	}
+	if n > 0 {
+		return fmt.Errorf("%s is not empty (%d entries); move its images elsewhere first", p.Dir, n)
+	}
+	state, err := image.OpenTree(p.StateDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	defer state.Close()
+	var held []string
+	err = image.Walk(state, func(e *image.Entry) error {
+		if e.Stat.Mode&unix.S_IFMT != unix.S_IFDIR && len(held) < 3 {
+			held = append(held, e.Path)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("look into %s: %w", p.StateDir(), err)
+	}
+	if len(held) > 0 {
+		return fmt.Errorf("%s still holds berth's data (%s); remove it first", p.StateDir(), strings.Join(held, ", "))
+	}
+	return nil
+}
+
+// checkUnitPath refuses what cannot stand in a unit file as a path:
+// relative or unclean paths and control characters (a newline would add a
+// line to a unit of root's). Specifiers are escaped by unitEscape.
+func checkUnitPath(path string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return errors.New("not an absolute, clean path")
+	}
+	for _, r := range path {
+		if r < 0x20 || r == 0x7f || r == '\\' {
+			return fmt.Errorf("holds %q, which a unit file cannot take in a path", r)
+		}
+	}
+	return nil
+}
+
+// unitEscape escapes systemd's specifiers in a unit-file value.
+func unitEscape(s string) string { return strings.ReplaceAll(s, "%", "%%") }
 
 // hostFSType is the type of the file system mounted on dir in PID 1's
 // mount namespace, or "".

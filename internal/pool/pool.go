@@ -79,6 +79,28 @@ func Open(dir string) (*Pool, error) {
 	return &Pool{Dir: dir}, nil
 }
 
+// Restrict makes the pool root's alone (0700), as machined keeps
+// /var/lib/machines: images hold device nodes and set-uid files of their
+// own, which must not be reachable from the host's users. It reports
+// whether the mode was wider.
+func (p *Pool) Restrict() (bool, error) {
+	return restrict(p.Dir)
+}
+
+func restrict(dir string) (bool, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return false, err
+	}
+	if fi.Mode().Perm() == 0o700 {
+		return false, nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return false, fmt.Errorf("restrict %s: %w", dir, err)
+	}
+	return true, nil
+}
+
 // Btrfs reports whether the pool is on btrfs now (Init can change that).
 func (p *Pool) Btrfs() bool {
 	ok, _ := btrfs.IsBtrfsPath(p.Dir)

@@ -1,3 +1,5 @@
+//go:build testbed
+
 package template_test
 
 import (

@@ -91,6 +91,19 @@ func (e ChecksumMismatch) Error() string {
 	return s
 }
 
+// SHA256SUMS has no signature, no keyring is installed to check it with,
+// or it does not verify.
+type BadSignature struct {
+	Url    string `json:"url"`
+	Reason string `json:"reason"`
+}
+
+func (e BadSignature) Error() string {
+	s := "io.berth.Machine.BadSignature"
+	s += fmt.Sprintf("(Url: %v, Reason: %v)", e.Url, e.Reason)
+	return s
+}
+
 // The archive file exists; pass force to replace it.
 type ArchiveExists struct {
 	Path string `json:"path"`
@@ -218,6 +231,43 @@ func (e Busy) Error() string {
 	return s
 }
 
+// Only root may name a path on berthd's host; others pass the file itself
+// as a file descriptor (the berth CLI does).
+type PathRequiresRoot struct {
+	Parameter string `json:"parameter"`
+}
+
+func (e PathRequiresRoot) Error() string {
+	s := "io.berth.Machine.PathRequiresRoot"
+	s += fmt.Sprintf("(Parameter: %v)", e.Parameter)
+	return s
+}
+
+// The file descriptor is missing, not passed with the call, or not open
+// the way the method needs.
+type BadFileDescriptor struct {
+	Parameter string `json:"parameter"`
+	Reason    string `json:"reason"`
+}
+
+func (e BadFileDescriptor) Error() string {
+	s := "io.berth.Machine.BadFileDescriptor"
+	s += fmt.Sprintf("(Parameter: %v, Reason: %v)", e.Parameter, e.Reason)
+	return s
+}
+
+// The pool (or, for an export, the file system of path) is out of space.
+// Nothing was left behind.
+type NoSpace struct {
+	Path string `json:"path"`
+}
+
+func (e NoSpace) Error() string {
+	s := "io.berth.Machine.NoSpace"
+	s += fmt.Sprintf("(Path: %v)", e.Path)
+	return s
+}
+
 // The pool failed the operation.
 type PoolFailed struct {
 	Path   string `json:"path"`
@@ -272,6 +322,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param ChecksumMismatch
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.BadSignature":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param BadSignature
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -393,6 +454,39 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param Busy
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.PathRequiresRoot":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param PathRequiresRoot
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.BadFileDescriptor":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param BadFileDescriptor
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.NoSpace":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param NoSpace
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -974,18 +1068,21 @@ func (m RemoveSnapshot_methods) Upgrade(ctx context.Context, c *varlink.Connecti
 	}, nil
 }
 
-// Write image name to a tar archive at path (a path of berthd's host),
-// compressed as format ("tar", "zstd", "xz", "gzip"; default: from the
-// suffix, zstd if it has none). A running machine is exported from a
-// temporary snapshot. The file is written under a temporary name and
-// renamed when complete; an existing file is kept unless force.
+// Write image name as a tar archive to the file descriptor passed with the
+// call at index fileDescriptor (a regular file or a pipe, opened for
+// writing by the caller), compressed as format ("tar", "zstd", "xz",
+// "gzip"; default: from the suffix of path, else zstd). A running machine
+// is exported from a temporary snapshot.
+// Root may pass path instead, a path of berthd's host: the file is written
+// under a temporary name and renamed when complete; an existing file (a
+// symlink too, which is replaced, never followed) is kept unless force.
 // [Supports 'more' flag]
 type Export_methods struct{}
 
 func Export() Export_methods { return Export_methods{} }
 
-func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, path_in_ string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, path_in_, format_in_, force_in_, allowInteractiveAuthentication_in_)
+func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, fileDescriptor_in_, path_in_, format_in_, force_in_, allowInteractiveAuthentication_in_)
 	if err_ != nil {
 		return
 	}
@@ -993,15 +1090,17 @@ func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, path_in_ string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *int64, uint64, error), error) {
+func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *int64, uint64, error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
-		Path                           string  `json:"path"`
+		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+		Path                           *string `json:"path,omitempty"`
 		Format                         *string `json:"format,omitempty"`
 		Force                          *bool   `json:"force,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
+	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Format = format_in_
 	in.Force = force_in_
@@ -1028,15 +1127,17 @@ func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, path_in_ string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
-		Path                           string  `json:"path"`
+		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+		Path                           *string `json:"path,omitempty"`
 		Format                         *string `json:"format,omitempty"`
 		Force                          *bool   `json:"force,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
+	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Format = format_in_
 	in.Force = force_in_
@@ -1063,16 +1164,19 @@ func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	}, nil
 }
 
-// Make machine name from the tar archive at path (plain, zstd, xz or gzip,
-// detected from the content). Nothing in the archive can write outside
-// the new image; a bad or hostile archive leaves nothing behind.
+// Make machine name from the tar archive (plain, zstd, xz or gzip, detected
+// from the content) read from the file descriptor passed with the call at
+// index fileDescriptor (a file or a pipe, opened for reading by the
+// caller), or, for root only, from the regular file at path (a symlink
+// there is refused). Nothing in the archive can write outside the new
+// image; a bad or hostile archive leaves nothing behind.
 // [Supports 'more' flag]
 type Import_methods struct{}
 
 func Import() Import_methods { return Import_methods{} }
 
-func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, path_in_ string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, machine_out_ *ImageInfo, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, path_in_, name_in_, allowInteractiveAuthentication_in_)
+func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, machine_out_ *ImageInfo, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, fileDescriptor_in_, path_in_, name_in_, allowInteractiveAuthentication_in_)
 	if err_ != nil {
 		return
 	}
@@ -1080,12 +1184,14 @@ func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, path_in
 	return
 }
 
-func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, path_in_ string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *ImageInfo, uint64, error), error) {
+func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *ImageInfo, uint64, error), error) {
 	var in struct {
-		Path                           string `json:"path"`
-		Name                           string `json:"name"`
-		AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+		Path                           *string `json:"path,omitempty"`
+		Name                           string  `json:"name"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
+	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Name = name_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
@@ -1109,12 +1215,14 @@ func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, path_in_ string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Path                           string `json:"path"`
-		Name                           string `json:"name"`
-		AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+		Path                           *string `json:"path,omitempty"`
+		Name                           string  `json:"name"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
+	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Name = name_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
@@ -1138,9 +1246,14 @@ func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, path
 	}, nil
 }
 
-// Download a tar archive from an http(s) URL and import it as machine name.
-// Unless verify is "no", the archive's SHA-256 must match its line in the
-// SHA256SUMS file next to it, the layout systemd-importd uses.
+// Download a tar archive from an http(s) URL and import it as machine name,
+// checked as systemd-importd checks: with verify "signature" (the default)
+// the archive's SHA-256 must match its line in the SHA256SUMS file next to
+// it and SHA256SUMS must carry a detached signature, SHA256SUMS.gpg, by a
+// key of /etc/systemd/import-pubring.gpg (else
+// /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
+// only, "no" nothing. Redirects from https to http are refused; the
+// download may not exceed the pool's free space or stall for a minute.
 // [Supports 'more' flag]
 type Pull_methods struct{}
 
@@ -1229,8 +1342,8 @@ type ioberthmachineInterface interface {
 	Restore(ctx context.Context, c VarlinkCall, name_ string, snapshot_ string, allowInteractiveAuthentication_ *bool) error
 	ListSnapshots(ctx context.Context, c VarlinkCall, name_ string) error
 	RemoveSnapshot(ctx context.Context, c VarlinkCall, name_ string, snapshot_ string, allowInteractiveAuthentication_ *bool) error
-	Export(ctx context.Context, c VarlinkCall, name_ string, path_ string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error
-	Import(ctx context.Context, c VarlinkCall, path_ string, name_ string, allowInteractiveAuthentication_ *bool) error
+	Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error
+	Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allowInteractiveAuthentication_ *bool) error
 	Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error
 }
 
@@ -1271,6 +1384,15 @@ func (c *VarlinkCall) ReplyChecksumMismatch(ctx context.Context, url_ string, ex
 	out.Expected = expected_
 	out.Actual = actual_
 	return c.ReplyError(ctx, "io.berth.Machine.ChecksumMismatch", &out)
+}
+
+// SHA256SUMS has no signature, no keyring is installed to check it with,
+// or it does not verify.
+func (c *VarlinkCall) ReplyBadSignature(ctx context.Context, url_ string, reason_ string) error {
+	var out BadSignature
+	out.Url = url_
+	out.Reason = reason_
+	return c.ReplyError(ctx, "io.berth.Machine.BadSignature", &out)
 }
 
 // The archive file exists; pass force to replace it.
@@ -1354,6 +1476,31 @@ func (c *VarlinkCall) ReplyBusy(ctx context.Context, name_ string) error {
 	var out Busy
 	out.Name = name_
 	return c.ReplyError(ctx, "io.berth.Machine.Busy", &out)
+}
+
+// Only root may name a path on berthd's host; others pass the file itself
+// as a file descriptor (the berth CLI does).
+func (c *VarlinkCall) ReplyPathRequiresRoot(ctx context.Context, parameter_ string) error {
+	var out PathRequiresRoot
+	out.Parameter = parameter_
+	return c.ReplyError(ctx, "io.berth.Machine.PathRequiresRoot", &out)
+}
+
+// The file descriptor is missing, not passed with the call, or not open
+// the way the method needs.
+func (c *VarlinkCall) ReplyBadFileDescriptor(ctx context.Context, parameter_ string, reason_ string) error {
+	var out BadFileDescriptor
+	out.Parameter = parameter_
+	out.Reason = reason_
+	return c.ReplyError(ctx, "io.berth.Machine.BadFileDescriptor", &out)
+}
+
+// The pool (or, for an export, the file system of path) is out of space.
+// Nothing was left behind.
+func (c *VarlinkCall) ReplyNoSpace(ctx context.Context, path_ string) error {
+	var out NoSpace
+	out.Path = path_
+	return c.ReplyError(ctx, "io.berth.Machine.NoSpace", &out)
 }
 
 // The pool failed the operation.
@@ -1511,27 +1658,38 @@ func (s *VarlinkInterface) RemoveSnapshot(ctx context.Context, c VarlinkCall, na
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.RemoveSnapshot")
 }
 
-// Write image name to a tar archive at path (a path of berthd's host),
-// compressed as format ("tar", "zstd", "xz", "gzip"; default: from the
-// suffix, zstd if it has none). A running machine is exported from a
-// temporary snapshot. The file is written under a temporary name and
-// renamed when complete; an existing file is kept unless force.
+// Write image name as a tar archive to the file descriptor passed with the
+// call at index fileDescriptor (a regular file or a pipe, opened for
+// writing by the caller), compressed as format ("tar", "zstd", "xz",
+// "gzip"; default: from the suffix of path, else zstd). A running machine
+// is exported from a temporary snapshot.
+// Root may pass path instead, a path of berthd's host: the file is written
+// under a temporary name and renamed when complete; an existing file (a
+// symlink too, which is replaced, never followed) is kept unless force.
 // [Supports 'more' flag]
-func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ string, path_ string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error {
+func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Export")
 }
 
-// Make machine name from the tar archive at path (plain, zstd, xz or gzip,
-// detected from the content). Nothing in the archive can write outside
-// the new image; a bad or hostile archive leaves nothing behind.
+// Make machine name from the tar archive (plain, zstd, xz or gzip, detected
+// from the content) read from the file descriptor passed with the call at
+// index fileDescriptor (a file or a pipe, opened for reading by the
+// caller), or, for root only, from the regular file at path (a symlink
+// there is refused). Nothing in the archive can write outside the new
+// image; a bad or hostile archive leaves nothing behind.
 // [Supports 'more' flag]
-func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, path_ string, name_ string, allowInteractiveAuthentication_ *bool) error {
+func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Import")
 }
 
-// Download a tar archive from an http(s) URL and import it as machine name.
-// Unless verify is "no", the archive's SHA-256 must match its line in the
-// SHA256SUMS file next to it, the layout systemd-importd uses.
+// Download a tar archive from an http(s) URL and import it as machine name,
+// checked as systemd-importd checks: with verify "signature" (the default)
+// the archive's SHA-256 must match its line in the SHA256SUMS file next to
+// it and SHA256SUMS must carry a detached signature, SHA256SUMS.gpg, by a
+// key of /etc/systemd/import-pubring.gpg (else
+// /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
+// only, "no" nothing. Redirects from https to http are refused; the
+// download may not exceed the pool's free space or stall for a minute.
 // [Supports 'more' flag]
 func (s *VarlinkInterface) Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Pull")
@@ -1639,7 +1797,8 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 	case "Export":
 		var in struct {
 			Name                           string  `json:"name"`
-			Path                           string  `json:"path"`
+			FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+			Path                           *string `json:"path,omitempty"`
 			Format                         *string `json:"format,omitempty"`
 			Force                          *bool   `json:"force,omitempty"`
 			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
@@ -1648,19 +1807,20 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.ioberthmachineInterface.Export(ctx, VarlinkCall{call}, in.Name, in.Path, in.Format, in.Force, in.AllowInteractiveAuthentication)
+		return s.ioberthmachineInterface.Export(ctx, VarlinkCall{call}, in.Name, in.FileDescriptor, in.Path, in.Format, in.Force, in.AllowInteractiveAuthentication)
 
 	case "Import":
 		var in struct {
-			Path                           string `json:"path"`
-			Name                           string `json:"name"`
-			AllowInteractiveAuthentication *bool  `json:"allowInteractiveAuthentication,omitempty"`
+			FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
+			Path                           *string `json:"path,omitempty"`
+			Name                           string  `json:"name"`
+			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.ioberthmachineInterface.Import(ctx, VarlinkCall{call}, in.Path, in.Name, in.AllowInteractiveAuthentication)
+		return s.ioberthmachineInterface.Import(ctx, VarlinkCall{call}, in.FileDescriptor, in.Path, in.Name, in.AllowInteractiveAuthentication)
 
 	case "Pull":
 		var in struct {
@@ -1797,38 +1957,50 @@ error NoSuchSnapshot(name: string, snapshot: string)
 # The machine already has a snapshot of that name.
 error SnapshotExists(name: string, snapshot: string)
 
-# Write image name to a tar archive at path (a path of berthd's host),
-# compressed as format ("tar", "zstd", "xz", "gzip"; default: from the
-# suffix, zstd if it has none). A running machine is exported from a
-# temporary snapshot. The file is written under a temporary name and
-# renamed when complete; an existing file is kept unless force.
+# Write image name as a tar archive to the file descriptor passed with the
+# call at index fileDescriptor (a regular file or a pipe, opened for
+# writing by the caller), compressed as format ("tar", "zstd", "xz",
+# "gzip"; default: from the suffix of path, else zstd). A running machine
+# is exported from a temporary snapshot.
+# Root may pass path instead, a path of berthd's host: the file is written
+# under a temporary name and renamed when complete; an existing file (a
+# symlink too, which is replaced, never followed) is kept unless force.
 # [Supports 'more' flag]
 method Export(
 	name: string,
-	path: string,
+	fileDescriptor: ?int,
+	path: ?string,
 	format: ?string,
 	force: ?bool,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, path: ?string, size: ?int)
 
-# Make machine name from the tar archive at path (plain, zstd, xz or gzip,
-# detected from the content). Nothing in the archive can write outside
-# the new image; a bad or hostile archive leaves nothing behind.
+# Make machine name from the tar archive (plain, zstd, xz or gzip, detected
+# from the content) read from the file descriptor passed with the call at
+# index fileDescriptor (a file or a pipe, opened for reading by the
+# caller), or, for root only, from the regular file at path (a symlink
+# there is refused). Nothing in the archive can write outside the new
+# image; a bad or hostile archive leaves nothing behind.
 # [Supports 'more' flag]
 method Import(
-	path: string,
+	fileDescriptor: ?int,
+	path: ?string,
 	name: string,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, machine: ?ImageInfo)
 
-# Download a tar archive from an http(s) URL and import it as machine name.
-# Unless verify is "no", the archive's SHA-256 must match its line in the
-# SHA256SUMS file next to it, the layout systemd-importd uses.
+# Download a tar archive from an http(s) URL and import it as machine name,
+# checked as systemd-importd checks: with verify "signature" (the default)
+# the archive's SHA-256 must match its line in the SHA256SUMS file next to
+# it and SHA256SUMS must carry a detached signature, SHA256SUMS.gpg, by a
+# key of /etc/systemd/import-pubring.gpg (else
+# /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
+# only, "no" nothing. Redirects from https to http are refused; the
+# download may not exceed the pool's free space or stall for a minute.
 # [Supports 'more' flag]
 method Pull(
 	url: string,
 	name: string,
-	# "checksum" (default) or "no".
 	verify: ?string,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, machine: ?ImageInfo)
@@ -1838,6 +2010,10 @@ error DownloadFailed(url: string, reason: string)
 
 # The archive does not match its SHA256SUMS entry, or has none.
 error ChecksumMismatch(url: string, expected: string, actual: string)
+
+# SHA256SUMS has no signature, no keyring is installed to check it with,
+# or it does not verify.
+error BadSignature(url: string, reason: string)
 
 # The archive file exists; pass force to replace it.
 error ArchiveExists(path: string)
@@ -1872,6 +2048,18 @@ error PermissionDenied(action: string)
 
 # Another operation on the same image is running.
 error Busy(name: string)
+
+# Only root may name a path on berthd's host; others pass the file itself
+# as a file descriptor (the berth CLI does).
+error PathRequiresRoot(parameter: string)
+
+# The file descriptor is missing, not passed with the call, or not open
+# the way the method needs.
+error BadFileDescriptor(parameter: string, reason: string)
+
+# The pool (or, for an export, the file system of path) is out of space.
+# Nothing was left behind.
+error NoSpace(path: string)
 
 # The pool failed the operation.
 error PoolFailed(path: string, reason: string)

@@ -60,6 +60,17 @@ func (e Busy) Error() string {
 	return s
 }
 
+// Only root may name a path on berthd's host.
+type PathRequiresRoot struct {
+	Parameter string `json:"parameter"`
+}
+
+func (e PathRequiresRoot) Error() string {
+	s := "io.berth.Pool.PathRequiresRoot"
+	s += fmt.Sprintf("(Parameter: %v)", e.Parameter)
+	return s
+}
+
 func Dispatch_Error(err error) error {
 	if e, ok := err.(*varlink.Error); ok {
 		switch e.Name {
@@ -102,6 +113,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param Busy
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Pool.PathRequiresRoot":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param PathRequiresRoot
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -408,6 +430,13 @@ func (c *VarlinkCall) ReplyBusy(ctx context.Context) error {
 	return c.ReplyError(ctx, "io.berth.Pool.Busy", &out)
 }
 
+// Only root may name a path on berthd's host.
+func (c *VarlinkCall) ReplyPathRequiresRoot(ctx context.Context, parameter_ string) error {
+	var out PathRequiresRoot
+	out.Parameter = parameter_
+	return c.ReplyError(ctx, "io.berth.Pool.PathRequiresRoot", &out)
+}
+
 // Generated reply methods for all varlink methods
 
 func (c *VarlinkCall) ReplyShow(ctx context.Context, path_ string, btrfs_ bool, image_ *string) error {
@@ -555,6 +584,7 @@ method Show() -> (
 method Init(
 	size: int,
 	# Default: the pool's path with ".raw" appended, like machinectl's.
+	# Only root may name another path.
 	image: ?string,
 	allowInteractiveAuthentication: ?bool
 ) -> (path: string, image: string, unit: string)
@@ -578,6 +608,9 @@ error PermissionDenied(action: string)
 
 # A template build is running; cleaning now would pull the cache from under it.
 error Busy()
+
+# Only root may name a path on berthd's host.
+error PathRequiresRoot(parameter: string)
 `
 }
 
