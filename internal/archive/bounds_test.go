@@ -99,4 +99,3 @@ func TestCancelInsideSparseFile(t *testing.T) {
 		t.Errorf("cancellation took %v", d)
 	}
 }
-
