@@ -117,7 +117,10 @@ func IsSubvolume(f *os.File) (bool, error) {
 
 // Info is what btrfs records of a subvolume.
 type Info struct {
-	UUID    [16]byte
+	UUID [16]byte
+	// ParentUUID is the UUID of the subvolume this one is a snapshot of
+	// (zero if none): kernel metadata, which nothing inside can forge.
+	ParentUUID [16]byte
 	Created time.Time // otime: a snapshot's root inode keeps its source's times
 }
 
@@ -128,7 +131,7 @@ func SubvolInfo(f *os.File) (Info, error) {
 	if err := ioctl(f, iocSubvolInfo, unsafe.Pointer(&args)); err != nil {
 		return Info{}, fmt.Errorf("subvolume info of %s: %w", f.Name(), err)
 	}
-	return Info{UUID: args.uuid, Created: time.Unix(int64(args.otime.sec), int64(args.otime.nsec))}, nil
+	return Info{UUID: args.uuid, ParentUUID: args.parentUUID, Created: time.Unix(int64(args.otime.sec), int64(args.otime.nsec))}, nil
 }
 
 // Create makes the subvolume name in the directory parent.

@@ -41,6 +41,27 @@ func ResetIdentity(root *os.File) error {
 	return nil
 }
 
+// HasIdentity reports whether ResetIdentity would change the tree at root:
+// a machine-id with content (or not a plain empty 0444 file), a hostname,
+// or an etc it cannot look into safely. A template berth finished has
+// none, so its clones need no writes at all.
+func HasIdentity(root *os.File) bool {
+	etc, err := OpenDir(root, "etc")
+	if errors.Is(err, unix.ENOENT) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	defer etc.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(etc.Fd()), "hostname", &st, unix.AT_SYMLINK_NOFOLLOW); !errors.Is(err, unix.ENOENT) {
+		return true
+	}
+	err = unix.Fstatat(int(etc.Fd()), "machine-id", &st, unix.AT_SYMLINK_NOFOLLOW)
+	return err != nil || st.Mode != unix.S_IFREG|0o444 || st.Size != 0
+}
+
 // RemoveMatching removes the files in one directory of root whose names
 // match the last component of glob ("var/lib/apt/lists/*_*"). A missing
 // directory has nothing to remove.

@@ -72,6 +72,42 @@ func TestResetIdentity(t *testing.T) {
 	_ = host
 }
 
+// TestHasIdentity: true wherever ResetIdentity would write, false only
+// for a tree that holds exactly what it leaves.
+func TestHasIdentity(t *testing.T) {
+	host, img := hostAndImage(t)
+	root := open(t, img)
+	if image.HasIdentity(root) {
+		t.Error("a tree without etc has an identity")
+	}
+	write(t, filepath.Join(img, "etc/machine-id"), "0123\n")
+	if !image.HasIdentity(root) {
+		t.Error("a machine-id with content is no identity")
+	}
+	if err := image.ResetIdentity(root); err != nil {
+		t.Fatal(err)
+	}
+	if image.HasIdentity(root) {
+		t.Error("identity left after ResetIdentity")
+	}
+	write(t, filepath.Join(img, "etc/hostname"), "x\n")
+	if !image.HasIdentity(root) {
+		t.Error("a hostname is no identity")
+	}
+	os.Remove(filepath.Join(img, "etc/hostname"))
+	os.Remove(filepath.Join(img, "etc/machine-id"))
+	os.Symlink(filepath.Join(host, "empty"), filepath.Join(img, "etc/machine-id"))
+	write(t, filepath.Join(host, "empty"), "")
+	if !image.HasIdentity(root) {
+		t.Error("a symlinked machine-id is no identity")
+	}
+	_, img2 := hostAndImage(t)
+	os.Symlink(host, filepath.Join(img2, "etc"))
+	if !image.HasIdentity(open(t, img2)) {
+		t.Error("a symlinked etc is no identity")
+	}
+}
+
 func TestResetIdentityThroughSymlinks(t *testing.T) {
 	host, img := hostAndImage(t)
 	// The files themselves are symlinks to host files: they are replaced.

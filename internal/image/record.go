@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -94,6 +95,25 @@ func (s *Store) read(name string) *Record {
 		return nil
 	}
 	return &r
+}
+
+// ByID returns the records there are, keyed by the ID of their trees.
+func (s *Store) ByID() map[string]*Record {
+	out := map[string]*Record{}
+	d, err := Open(s.Dir)
+	if err != nil {
+		return out
+	}
+	defer d.Close()
+	names, _ := readNames(d)
+	for _, n := range names {
+		if name, ok := strings.CutSuffix(n, ".json"); ok && !strings.HasPrefix(n, ".") {
+			if r := s.read(name); r != nil {
+				out[r.ID] = r
+			}
+		}
+	}
+	return out
 }
 
 // Delete forgets name.

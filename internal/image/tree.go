@@ -83,6 +83,19 @@ func ID(f *os.File) (string, error) {
 	return fmt.Sprintf("inode:%d", st.Ino), nil
 }
 
+// ParentID is the ID (as ID gives it) of the subvolume the tree at f was
+// snapshotted from, or "" if it was not or is no subvolume.
+func ParentID(f *os.File) string {
+	if !IsSubvolume(f) {
+		return ""
+	}
+	info, err := btrfs.SubvolInfo(f)
+	if err != nil || info.ParentUUID == [16]byte{} {
+		return ""
+	}
+	return "btrfs:" + hex.EncodeToString(info.ParentUUID[:])
+}
+
 // Nested returns the subvolumes below the tree root as paths relative to
 // it, parents first (the order to recreate them in; delete in reverse).
 func Nested(root *os.File) ([]string, error) {

@@ -57,6 +57,12 @@ type Manager struct {
 }
 
 func (m *Manager) image(name string, running map[string]bool, withSize bool) (*Image, error) {
+	return m.imageWith(name, running, withSize, nil)
+}
+
+// imageWith is image with the pool's records by tree ID, read once for a
+// listing (nil: read when needed).
+func (m *Manager) imageWith(name string, running map[string]bool, withSize bool, byID map[string]*image.Record) (*Image, error) {
 	p := m.Pool.Path(name)
 	f, err := m.Pool.OpenTree(p)
 	if err != nil {
@@ -77,6 +83,15 @@ func (m *Manager) image(name string, running map[string]bool, withSize bool) (*I
 		img.Kind, img.Template = r.Kind, r.Origin
 		if img.Kind != image.KindTemplate {
 			img.Kind = image.KindMachine
+		}
+	} else if parent := image.ParentID(f); parent != "" {
+		// A btrfs clone needs no record: the kernel keeps which
+		// subvolume it was snapshotted from.
+		if byID == nil {
+			byID = m.Pool.Records().ByID()
+		}
+		if t := byID[parent]; t != nil && t.Kind == image.KindTemplate {
+			img.Template = t.Name
 		}
 	}
 	if withSize {
@@ -99,10 +114,10 @@ func (m *Manager) List() ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	running := m.running()
+	running, byID := m.running(), m.Pool.Records().ByID()
 	imgs := make([]*Image, len(names))
 	// Sizes need a walk of each tree; walk them on every CPU.
-	parallel.For(len(names), func(i int) { imgs[i], _ = m.image(names[i], running, true) })
+	parallel.For(len(names), func(i int) { imgs[i], _ = m.imageWith(names[i], running, true, byID) })
 	var out []Image
 	for _, img := range imgs {
 		if img != nil {
@@ -140,6 +155,12 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 		return nil, err
 	}
 	defer unlock()
+	if ok, err := m.snapshotClone(t.Path, name); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return m.image(name, nil, false)
+	}
 	tmp := m.Pool.TempPath(name)
 	defer func() {
 		if rerr := m.Pool.RemoveTree(tmp); rerr != nil {
@@ -164,6 +185,34 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 		return nil, fmt.Errorf("record %s: %w", name, err)
 	}
 	return m.image(name, nil, false)
+}
+
+// snapshotClone makes name a clone of the template at src the way
+// machinectl clone does, when that is all a clone needs: src is a
+// subvolume on btrfs with no subvolumes nested in it (one snapshot is then
+// the whole, atomic copy) and no identity to reset (as every template
+// berth builds). Nothing else is written, not even a record: the new
+// subvolume's parent UUID names its template. It reports false, having
+// done nothing, when the tree needs the general path.
+func (m *Manager) snapshotClone(src, name string) (bool, error) {
+	f, err := m.Pool.OpenTree(src)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if !image.IsSubvolume(f) || image.HasIdentity(f) {
+		return false, nil
+	}
+	if nested, err := image.Nested(f); err != nil || len(nested) > 0 {
+		return false, err
+	}
+	if err := m.Pool.SnapshotInto(f, name); err != nil {
+		if errors.Is(err, pool.ErrExists) {
+			return true, fmt.Errorf("%s: %w", name, ErrExists)
+		}
+		return true, err
+	}
+	return true, nil
 }
 
 // prepareClone makes the fresh copy tmp writable and gives it no identity

@@ -176,6 +176,23 @@ func (m *Manager) Restore(ctx context.Context, name, snap string) (err error) {
 	if err := unix.Renameat2(unix.AT_FDCWD, fresh, unix.AT_FDCWD, img.Path, unix.RENAME_EXCHANGE); err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}
+	// The restored tree is a new one: it keeps the machine's template
+	// only through a record of its own.
+	if img.Template != "" {
+		f, err := m.Pool.OpenTree(img.Path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		id, err := image.ID(f)
+		if err != nil {
+			return err
+		}
+		rec := &image.Record{Name: name, ID: id, Kind: image.KindMachine, Origin: img.Template, Created: img.Created.UTC()}
+		if err := m.Pool.Records().Put(rec); err != nil {
+			return fmt.Errorf("record %s: %w", name, err)
+		}
+	}
 	return nil
 }
 

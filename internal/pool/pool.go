@@ -238,6 +238,23 @@ func (p *Pool) Commit(tmp, name string) error {
 	return nil
 }
 
+// SnapshotInto makes name in the pool a writable snapshot of the
+// subvolume src, in one step (the snapshot appears whole or not at all).
+func (p *Pool) SnapshotInto(src *os.File, name string) error {
+	d, err := image.Open(p.Dir)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p.Dir, err)
+	}
+	defer d.Close()
+	if err := btrfs.Snapshot(src, d, name, false); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%s: %w", p.Path(name), ErrExists)
+		}
+		return err
+	}
+	return nil
+}
+
 // RemoveTree deletes a tree, nested subvolumes and mounts below it
 // included. A missing tree is not an error.
 func (p *Pool) RemoveTree(path string) error {
