@@ -11,6 +11,7 @@ import (
 	"github.com/berth-project/berth/internal/pool"
 	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
+	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -112,4 +113,12 @@ func replyPullError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, ur
 		return c.ReplyDownloadFailed(ctx, url, err.Error())
 	}
 	return replyTransferError(ctx, c, name, url, err)
+}
+
+// replyPoolError maps errors of the pool and its caches.
+func replyPoolError(ctx context.Context, c *ioberthpool.VarlinkCall, path string, err error) error {
+	if errors.Is(err, template.ErrBusy) {
+		return c.ReplyBusy(ctx)
+	}
+	return c.ReplyPoolUnusable(ctx, path, err.Error())
 }

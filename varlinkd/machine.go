@@ -203,7 +203,7 @@ func (st *streamer) report(phase string, done, total int64) {
 	}
 }
 
-func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall, name string, fdIndex *int64, path *string, format *string, force, interactive *bool) error {
+func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall, name string, fdIndex *int64, path *string, format *string, force, allXattrs, interactive *bool) error {
 	fds := c.RequestFDs()
 	defer closeFiles(fds)
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
@@ -234,9 +234,9 @@ func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall
 	progress := func(d, t int64) { st.report("export", d, t) }
 	var size int64
 	if path != nil {
-		size, err = mi.s.Machines.Export(opCtx, name, *path, f, force != nil && *force, progress)
+		size, err = mi.s.Machines.Export(opCtx, name, *path, f, force != nil && *force, allXattrs != nil && *allXattrs, progress)
 	} else {
-		size, err = mi.s.Machines.ExportTo(opCtx, name, out, f, progress)
+		size, err = mi.s.Machines.ExportTo(opCtx, name, out, f, allXattrs != nil && *allXattrs, progress)
 	}
 	c.Continues = false
 	if err != nil {
@@ -247,11 +247,17 @@ func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall
 	return c.ReplyExport(ctx, nil, path, &size)
 }
 
-func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, fdIndex *int64, path *string, name string, interactive *bool) error {
+func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, fdIndex *int64, path *string, name string, allXattrs, interactive *bool) error {
 	fds := c.RequestFDs()
 	defer closeFiles(fds)
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
 		return err
+	}
+	all := allXattrs != nil && *allXattrs
+	if all && !caller(&c.Call).Root() {
+		// trusted.* and security.* attributes grant or mean something
+		// to the host: not for whoever holds manage-machines.
+		return c.ReplyRootOnly(ctx, "allXattrs")
 	}
 	in, file, err := mi.transferFile(ctx, &c, fds, fdIndex, path, unix.O_RDONLY)
 	if file == "" {
@@ -267,7 +273,7 @@ func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall
 	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
 		return c.ReplyImport(ctx, p, nil)
 	}}
-	img, err := mi.s.Machines.ImportFrom(opCtx, in, name, func(d, t int64) { st.report("import", d, t) })
+	img, err := mi.s.Machines.ImportFrom(opCtx, in, name, all, func(d, t int64) { st.report("import", d, t) })
 	c.Continues = false
 	if err != nil {
 		mi.s.Log.Infof("import %s: %v", name, err)
@@ -288,7 +294,7 @@ func (mi *machineIface) transferFile(ctx context.Context, c *ioberthmachine.Varl
 		return nil, "", c.ReplyInvalidParameter(ctx, "path")
 	case path != nil:
 		if !caller(&c.Call).Root() {
-			return nil, "", c.ReplyPathRequiresRoot(ctx, "path")
+			return nil, "", c.ReplyRootOnly(ctx, "path")
 		}
 		if access == unix.O_WRONLY {
 			return nil, *path, nil

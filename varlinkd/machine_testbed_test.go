@@ -154,8 +154,9 @@ check granted-import-made test -d /var/lib/machines/a3/etc
 check caller-cannot-read-root fails_with 'permission denied' runuser -u alice -- berth import /root/secret.tar a4
 check caller-cannot-replace-root fails_with 'permission denied' runuser -u alice -- berth export --force a1 /srv/rootfile
 check root-file-intact test "$(cat /srv/rootfile)" = keep
-check path-export-root-only fails_with 'io.berth.Machine.PathRequiresRoot' runuser -u alice -- varlinkctl call $S io.berth.Machine.Export '{"name":"a1","path":"/srv/rootfile"}'
-check path-import-root-only fails_with 'io.berth.Machine.PathRequiresRoot' runuser -u alice -- varlinkctl call $S io.berth.Machine.Import '{"path":"/root/secret.tar","name":"a4"}'
+check path-export-root-only fails_with 'io.berth.Machine.RootOnly' runuser -u alice -- varlinkctl call $S io.berth.Machine.Export '{"name":"a1","path":"/srv/rootfile"}'
+check all-xattrs-root-only fails_with 'only root may pass allXattrs' runuser -u alice -- berth import --all-xattrs /tmp/alice/a1.tar.zst a4
+check path-import-root-only fails_with 'io.berth.Machine.RootOnly' runuser -u alice -- varlinkctl call $S io.berth.Machine.Import '{"path":"/root/secret.tar","name":"a4"}'
 # bob holds the other two actions: templates and the pool's cache.
 check granted-templates runuser -u bob -- berth template adopt a3
 check granted-templates-made sh -c "berth template list | grep -q '^a3 '"

@@ -2,9 +2,7 @@ package varlinkd
 
 import (
 	"context"
-	"errors"
 
-	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd/ioberthpool"
 )
 
@@ -37,7 +35,7 @@ func (p *poolIface) Init(ctx context.Context, c ioberthpool.VarlinkCall, size in
 	img := ""
 	if image != nil {
 		if !caller(&c.Call).Root() {
-			return c.ReplyPathRequiresRoot(ctx, "image")
+			return c.ReplyRootOnly(ctx, "image")
 		}
 		img = *image
 	}
@@ -45,7 +43,7 @@ func (p *poolIface) Init(ctx context.Context, c ioberthpool.VarlinkCall, size in
 	defer done()
 	unitName, err := p.s.Templates.Pool.Init(ctx, size, img)
 	if err != nil {
-		return c.ReplyPoolUnusable(ctx, p.s.Templates.Pool.Dir, err.Error())
+		return replyPoolError(ctx, &c, p.s.Templates.Pool.Dir, err)
 	}
 	p.s.Log.Infof("pool %s is now a loopback btrfs (%s); restarting to see it", p.s.Templates.Pool.Dir, unitName)
 	// berthd's private mount namespace may not show the new mount.
@@ -65,7 +63,7 @@ func (p *poolIface) ListCache(ctx context.Context, c ioberthpool.VarlinkCall) er
 	}
 	entries, err := p.s.Templates.Cache()
 	if err != nil {
-		return c.ReplyPoolUnusable(ctx, p.s.Templates.CacheDir, err.Error())
+		return replyPoolError(ctx, &c, p.s.Templates.CacheDir, err)
 	}
 	if len(entries) == 0 {
 		return c.ReplyCacheEmpty(ctx)
@@ -89,10 +87,8 @@ func (p *poolIface) CleanCache(ctx context.Context, c ioberthpool.VarlinkCall, i
 		return err
 	}
 	freed, err := p.s.Templates.CleanCache()
-	if errors.Is(err, template.ErrBusy) {
-		return c.ReplyBusy(ctx)
-	} else if err != nil {
-		return c.ReplyPoolUnusable(ctx, p.s.Templates.CacheDir, err.Error())
+	if err != nil {
+		return replyPoolError(ctx, &c, p.s.Templates.CacheDir, err)
 	}
 	p.s.Log.Infof("cache cleaned, %d bytes freed", freed)
 	return c.ReplyCleanCache(ctx, freed)

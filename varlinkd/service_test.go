@@ -186,11 +186,11 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "nope", "s1", nil); !errors.As(err, &nsi) {
 		t.Errorf("RemoveSnapshot: %v", err)
 	}
-	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "nope", nil, ptr("/tmp/x.tar"), nil, nil, nil); !errors.As(err, &nsi) {
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "nope", nil, ptr("/tmp/x.tar"), nil, nil, nil, nil); !errors.As(err, &nsi) {
 		t.Errorf("Export: %v", err)
 	}
 	var ba *ioberthmachine.BadArchive
-	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/nonexistent.tar"), "imp", nil); !errors.As(err, &ba) {
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/nonexistent.tar"), "imp", nil, nil); !errors.As(err, &ba) {
 		t.Errorf("Import: %v", err)
 	}
 	var df *ioberthmachine.DownloadFailed
@@ -261,10 +261,10 @@ func TestRefusedCallerChangesNothing(t *testing.T) {
 	if err := ioberthmachine.RemoveSnapshot().Call(ctx, c, "a", "s", nil); !errors.As(err, &mpd) {
 		t.Errorf("RemoveSnapshot: %v", err)
 	}
-	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "a", nil, ptr("/tmp/a.tar"), nil, nil, nil); !errors.As(err, &mpd) {
+	if _, _, _, err := ioberthmachine.Export().Call(ctx, c, "a", nil, ptr("/tmp/a.tar"), nil, nil, nil, nil); !errors.As(err, &mpd) {
 		t.Errorf("Export: %v", err)
 	}
-	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/tmp/a.tar"), "a", nil); !errors.As(err, &mpd) {
+	if _, _, err := ioberthmachine.Import().Call(ctx, c, nil, ptr("/tmp/a.tar"), "a", nil, nil); !errors.As(err, &mpd) {
 		t.Errorf("Import: %v", err)
 	}
 	if _, _, err := ioberthmachine.Pull().Call(ctx, c, "http://127.0.0.1/a.tar", "a", nil, nil); !errors.As(err, &mpd) {

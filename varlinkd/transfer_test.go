@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/internal/pool"
 	"github.com/berth-project/berth/testbed"
@@ -138,6 +140,28 @@ func TestTransferByDescriptor(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "m4")); err == nil {
 		t.Error("a refused import made m4")
+	}
+
+	// Attributes outside the allow-list cross only when asked for.
+	os.WriteFile(filepath.Join(m, "etc/flagged"), []byte("x"), 0o644)
+	if err := unix.Setxattr(filepath.Join(m, "etc/flagged"), "trusted.berth", []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, all := range []bool{false, true} {
+		arch, _ := os.Create(filepath.Join(t.TempDir(), "x.tar"))
+		if _, err := call(t, c, "Export", map[string]any{"name": "m1", "fileDescriptor": 0, "format": "tar", "allXattrs": all}, arch); err != nil {
+			t.Fatal(err)
+		}
+		arch.Seek(0, io.SeekStart)
+		name := fmt.Sprintf("x%v", all)
+		if _, err := call(t, c, "Import", map[string]any{"name": name, "fileDescriptor": 0, "allXattrs": all}, arch); err != nil {
+			t.Fatal(err)
+		}
+		arch.Close()
+		_, err := unix.Getxattr(filepath.Join(dir, name, "etc/flagged"), "trusted.berth", nil)
+		if (err == nil) != all {
+			t.Errorf("allXattrs %v: trusted.berth after the round trip: %v", all, err)
+		}
 	}
 
 	// Root may name paths; a symlink there is refused, not followed.

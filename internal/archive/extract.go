@@ -276,25 +276,44 @@ func writeFile(ctx context.Context, parent *parentDir, name string, r io.Reader,
 	if err != nil {
 		return n, err
 	}
-	return n, setInode(fd, hdr, o)
+	return n, setInode(fd, false, hdr, o)
 }
 
-// setInode gives the inode behind fd (open, or O_PATH) the owner, mode,
-// attributes and times of hdr, in the order that keeps them: chown clears
-// set-id bits and file capabilities.
-func setInode(fd int, hdr *tar.Header, o *Options) error {
-	if err := unix.Fchownat(fd, "", hdr.Uid, hdr.Gid, unix.AT_EMPTY_PATH); err != nil {
-		return fmt.Errorf("chown: %w", err)
+// setInode gives the inode behind fd the owner, mode, attributes and
+// times of hdr, in the order that keeps them: chown clears set-id bits
+// and file capabilities. An O_PATH descriptor (opath: a device node's, a
+// FIFO's) takes mode and attributes through its /proc/self/fd path; an
+// open file takes them directly, which costs no path walk.
+func setInode(fd int, opath bool, hdr *tar.Header, o *Options) error {
+	// A new inode is already ours (directories get their set-gid bit
+	// only at the end), which most of a root file system is meant to be.
+	if hdr.Uid != euid || hdr.Gid != egid {
+		if err := unix.Fchownat(fd, "", hdr.Uid, hdr.Gid, unix.AT_EMPTY_PATH); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
 	}
-	p := fdPath(fd)
-	if err := unix.Chmod(p, uint32(hdr.Mode&0o7777)); err != nil {
-		return fmt.Errorf("chmod: %w", err)
-	}
-	if err := entryXattrs(hdr, o).set(p); err != nil {
-		return err
+	mode := uint32(hdr.Mode & 0o7777)
+	x := entryXattrs(hdr, o)
+	if opath {
+		p := fdPath(fd)
+		if err := unix.Chmod(p, mode); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+		if err := x.set(p); err != nil {
+			return err
+		}
+	} else {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+		if err := x.fset(fd); err != nil {
+			return err
+		}
 	}
 	return setTimes(fd, hdr.ModTime.UnixNano())
 }
+
+var euid, egid = os.Geteuid(), os.Getegid()
 
 // setTimes sets the access and modification times of the inode behind fd:
 // futimens (utimensat with a NULL path) for an open file, its
@@ -374,7 +393,7 @@ func mknod(parent *parentDir, name string, hdr *tar.Header, o *Options) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer unix.Close(fd)
-	if err := setInode(fd, hdr, o); err != nil {
+	if err := setInode(fd, true, hdr, o); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
@@ -402,7 +421,7 @@ func setSymlink(parent *parentDir, name string, hdr *tar.Header) error {
 // made; its mode and times wait for applyDirs.
 func setDir(root *os.Root, name string, hdr *tar.Header, o *Options) error {
 	x := entryXattrs(hdr, o).without(aclDefault)
-	if len(x) == 0 && hdr.Uid == os.Geteuid() && hdr.Gid == os.Getegid() {
+	if len(x) == 0 && hdr.Uid == euid && hdr.Gid == egid {
 		return nil // as made
 	}
 	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECTORY, 0)

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,11 @@ import (
 // that changes meanwhile cannot make it read outside. Sockets are left
 // out: tar cannot hold them.
 func Write(ctx context.Context, root *os.File, w io.Writer, o Options) error {
-	tw := tar.NewWriter(w)
+	// archive/tar writes every 512-byte block on its own; batched, a
+	// header costs the compressor's pipe one write in hundreds, as GNU
+	// tar's records do.
+	bw := bufio.NewWriterSize(w, 256<<10)
+	tw := tar.NewWriter(bw)
 	links := map[[2]uint64]string{} // (dev, ino) → first name, for hard links
 	var done int64
 	err := image.Walk(root, func(e *image.Entry) error {
@@ -42,7 +47,10 @@ func Write(ctx context.Context, root *os.File, w io.Writer, o Options) error {
 	if err != nil {
 		return err
 	}
-	return tw.Close()
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // writeEntry writes one entry and returns the bytes of its data.

@@ -128,6 +128,16 @@ func (x xattrs) set(path string) error {
 	return nil
 }
 
+// fset applies x to the open file fd.
+func (x xattrs) fset(fd int) error {
+	for i := 0; i < len(x); i += 2 {
+		if err := unix.Fsetxattr(fd, x[i], []byte(x[i+1]), 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", x[i], err)
+		}
+	}
+	return nil
+}
+
 // fdPath names the inode behind descriptor fd: system calls that take
 // only paths (getxattr on an O_PATH descriptor, say) follow it to exactly
 // that inode, never a symlink an image has put in its place.

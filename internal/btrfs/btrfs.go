@@ -121,7 +121,7 @@ type Info struct {
 	// ParentUUID is the UUID of the subvolume this one is a snapshot of
 	// (zero if none): kernel metadata, which nothing inside can forge.
 	ParentUUID [16]byte
-	Created time.Time // otime: a snapshot's root inode keeps its source's times
+	Created    time.Time // otime: a snapshot's root inode keeps its source's times
 }
 
 // SubvolInfo describes the subvolume whose root f is.

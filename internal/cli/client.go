@@ -93,7 +93,7 @@ func explainMachine(err error) (string, bool) {
 		ua  *ioberthmachine.UnsafeArchive
 		df  *ioberthmachine.DownloadFailed
 		cm  *ioberthmachine.ChecksumMismatch
-		pr  *ioberthmachine.PathRequiresRoot
+		pr  *ioberthmachine.RootOnly
 		bfd *ioberthmachine.BadFileDescriptor
 		nsp *ioberthmachine.NoSpace
 		bs  *ioberthmachine.BadSignature
@@ -102,7 +102,7 @@ func explainMachine(err error) (string, bool) {
 	case errors.As(err, &bs):
 		return fmt.Sprintf("%s: %s; nothing was imported (--verify checksum skips the signature)", bs.Url, bs.Reason), true
 	case errors.As(err, &pr):
-		return fmt.Sprintf("only root may name a path on berthd's host (%s); pass the file as a file descriptor, as berth does", pr.Parameter), true
+		return fmt.Sprintf("only root may pass %s (a path on berthd's host: others pass the file as a file descriptor, as berth does)", pr.Parameter), true
 	case errors.As(err, &bfd):
 		return fmt.Sprintf("bad file descriptor (%s): %s", bfd.Parameter, bfd.Reason), true
 	case errors.As(err, &nsp):

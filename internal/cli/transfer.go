@@ -12,8 +12,8 @@ import (
 )
 
 func init() {
-	register("export", verb{usage: "export [--format F] [--force] NAME FILE", help: "write an image to a tar archive (.tar, .tar.zst, .tar.xz, .tar.gz)", run: exportCmd})
-	register("import", verb{usage: "import FILE NAME", help: "make a machine from a tar archive", run: importCmd})
+	register("export", verb{usage: "export [--format F] [--force] [--all-xattrs] NAME FILE|-", help: "write an image to a tar archive (.tar, .tar.zst, .tar.xz, .tar.gz)", run: exportCmd})
+	register("import", verb{usage: "import [--all-xattrs] FILE|- NAME", help: "make a machine from a tar archive", run: importCmd})
 }
 
 // follow reads progress replies until the last one.
@@ -38,6 +38,7 @@ func exportCmd(e *env, args []string) int {
 	fs := e.flags("export")
 	format := fs.String("format", "", "tar, zstd, xz or gzip (default: from the file suffix, else zstd)")
 	force := fs.Bool("force", false, "replace FILE if it exists")
+	allX := fs.Bool("all-xattrs", false, "carry every extended attribute, not only user.*, file capabilities and ACLs")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
@@ -56,7 +57,7 @@ func exportCmd(e *env, args []string) int {
 	defer out.discard()
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
 		interactive := isTerminal(os.Stdin)
-		in := exportIn{Name: fs.Arg(0), FileDescriptor: 0, Format: string(f), AllowInteractiveAuthentication: interactive}
+		in := exportIn{Name: fs.Arg(0), FileDescriptor: 0, Format: string(f), AllXattrs: *allX, AllowInteractiveAuthentication: interactive}
 		recv, err := sendWithFDs[exportOut](ctx, c, "io.berth.Machine.Export", in, out.f)
 		if err != nil {
 			return err
@@ -86,6 +87,7 @@ type exportIn struct {
 	Name                           string `json:"name"`
 	FileDescriptor                 int    `json:"fileDescriptor"`
 	Format                         string `json:"format"`
+	AllXattrs                      bool   `json:"allXattrs,omitempty"`
 	AllowInteractiveAuthentication bool   `json:"allowInteractiveAuthentication"`
 }
 
@@ -97,6 +99,7 @@ type exportOut struct {
 type importIn struct {
 	FileDescriptor                 int    `json:"fileDescriptor"`
 	Name                           string `json:"name"`
+	AllXattrs                      bool   `json:"allXattrs,omitempty"`
 	AllowInteractiveAuthentication bool   `json:"allowInteractiveAuthentication"`
 }
 
@@ -107,6 +110,7 @@ type importOut struct {
 
 func importCmd(e *env, args []string) int {
 	fs := e.flags("import")
+	allX := fs.Bool("all-xattrs", false, "apply every extended attribute the archive carries (root only)")
 	asJSON := fs.Bool("json", false, "print the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
@@ -124,7 +128,7 @@ func importCmd(e *env, args []string) int {
 	}
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
 		interactive := isTerminal(os.Stdin) && in != os.Stdin
-		recv, err := sendWithFDs[importOut](ctx, c, "io.berth.Machine.Import", importIn{Name: fs.Arg(1), AllowInteractiveAuthentication: interactive}, in)
+		recv, err := sendWithFDs[importOut](ctx, c, "io.berth.Machine.Import", importIn{Name: fs.Arg(1), AllXattrs: *allX, AllowInteractiveAuthentication: interactive}, in)
 		if err != nil {
 			return err
 		}

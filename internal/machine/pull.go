@@ -118,7 +118,7 @@ func (m *Manager) Pull(ctx context.Context, rawURL, name string, verify Verify, 
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	return m.ImportFrom(ctx, f, name, func(d, t int64) { progress("import", d, t) })
+	return m.ImportFrom(ctx, f, name, false, func(d, t int64) { progress("import", d, t) })
 }
 
 // downloadFile is a file without a name in the pool (O_TMPFILE), which

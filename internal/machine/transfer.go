@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ var (
 // host named by root: under a temporary name in dst's directory, renamed
 // over dst when complete. An existing dst (a symlink included, which is
 // replaced, never followed) is kept unless force.
-func (m *Manager) Export(ctx context.Context, name, dst string, format archive.Format, force bool, progress func(done, total int64)) (size int64, err error) {
+func (m *Manager) Export(ctx context.Context, name, dst string, format archive.Format, force, allXattrs bool, progress func(done, total int64)) (size int64, err error) {
 	if !filepath.IsAbs(dst) {
 		return 0, fmt.Errorf("%s: not an absolute path", dst)
 	}
@@ -45,7 +46,7 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 		}
 		forget()
 	}()
-	size, err = m.ExportTo(ctx, name, f, format, progress)
+	size, err = m.ExportTo(ctx, name, f, format, allXattrs, progress)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("export to %s: %w", dst, cerr)
 	}
@@ -69,8 +70,9 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 // opened for writing (a regular file, flushed to disk before it returns,
 // or a pipe). A running machine is archived from a temporary read-only
 // snapshot so the archive is consistent. progress gets bytes of file data
-// done and the total. It returns the bytes written to out.
-func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, format archive.Format, progress func(done, total int64)) (int64, error) {
+// done and the total. allXattrs carries every extended attribute, not
+// only archive.Portable ones. It returns the bytes written to out.
+func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, format archive.Format, allXattrs bool, progress func(done, total int64)) (int64, error) {
 	if err := conf.ValidateMachineName(name); err != nil {
 		return 0, err
 	}
@@ -101,39 +103,65 @@ func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, forma
 		return 0, err
 	}
 	defer tree.Close()
-	total, _ := image.Usage(tree)
+	// The total is for progress only: it is summed beside the export, not
+	// before it (a walk of the whole tree, a tenth of an export's time).
+	var total atomic.Int64
+	summed := make(chan struct{})
+	go func() {
+		defer close(summed)
+		n, _ := image.Usage(tree)
+		total.Store(n)
+	}()
+	defer func() { <-summed }() // tree stays open until the walk is done
 	// A pipe whose reader stalls must not outlive the request.
 	defer context.AfterFunc(ctx, func() { out.SetWriteDeadline(time.Now()) })()
+	// A compressor process writes straight to a regular file (its size
+	// then tells what was written); a pipe's bytes are counted on the way.
+	var w io.Writer = out
 	cw := &countingWriter{w: out}
-	z, err := archive.Compressor(format, cw)
+	start := int64(-1)
+	if fi, err := out.Stat(); err == nil && fi.Mode().IsRegular() {
+		start, _ = out.Seek(0, io.SeekCurrent)
+	}
+	if start < 0 {
+		w = cw
+	}
+	z, err := archive.Compressor(format, w)
 	if err != nil {
 		return 0, err
 	}
-	if err := archive.Write(ctx, tree, z, archive.Options{Count: func(done int64) { progress(done, total) }}); err != nil {
+	if err := archive.Write(ctx, tree, z, archive.Options{Count: func(done int64) { progress(done, total.Load()) }, AllXattrs: allXattrs}); err != nil {
 		z.Close()
 		return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
 	}
 	if err := z.Close(); err != nil {
 		return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
 	}
-	if fi, err := out.Stat(); err == nil && fi.Mode().IsRegular() {
-		if err := out.Sync(); err != nil {
-			return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
-		}
+	if start < 0 {
+		return cw.n, nil
 	}
-	return cw.n, nil
+	if err := out.Sync(); err != nil {
+		return 0, fmt.Errorf("export %s: %w", name, noSpace(err))
+	}
+	// The compressor process wrote through its own descriptor of the file
+	// (O_APPEND or not, its offset is shared with ours).
+	end, err := out.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	return end - start, nil
 }
 
 // Import makes machine name from the archive file src, a path of berthd's
 // host named by root. A symlink there is refused, not followed, and only a
 // regular file is read.
-func (m *Manager) Import(ctx context.Context, src, name string, progress func(done, total int64)) (*Image, error) {
+func (m *Manager) Import(ctx context.Context, src, name string, allXattrs bool, progress func(done, total int64)) (*Image, error) {
 	f, err := OpenArchive(src)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", src, ErrBadArchive, err)
 	}
 	defer f.Close()
-	return m.ImportFrom(ctx, f, name, progress)
+	return m.ImportFrom(ctx, f, name, allXattrs, progress)
 }
 
 // OpenArchive opens a regular file without following a symlink in its
@@ -153,7 +181,9 @@ func OpenArchive(path string) (*os.File, error) {
 // ImportFrom makes machine name from the archive read from in (a file the
 // caller opened, or a pipe), under a temporary name renamed into place
 // when complete. Whatever goes wrong, nothing is left in the pool.
-func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, progress func(done, total int64)) (_ *Image, err error) {
+// allXattrs applies every extended attribute, not only archive.Portable
+// ones.
+func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, allXattrs bool, progress func(done, total int64)) (_ *Image, err error) {
 	if err := conf.ValidateMachineName(name); err != nil {
 		return nil, err
 	}
@@ -183,7 +213,7 @@ func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, prog
 	if err := m.Pool.NewTree(tmp); err != nil {
 		return nil, err
 	}
-	if err := archive.Extract(ctx, r, tmp, archive.Options{Count: func(int64) { progress(cr.n, total) }}); err != nil {
+	if err := archive.Extract(ctx, r, tmp, archive.Options{Count: func(int64) { progress(cr.n, total) }, AllXattrs: allXattrs}); err != nil {
 		var ue *archive.UnsafeError
 		if errors.As(err, &ue) || errors.Is(err, context.Canceled) {
 			return nil, err

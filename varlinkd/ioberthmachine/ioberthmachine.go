@@ -231,14 +231,15 @@ func (e Busy) Error() string {
 	return s
 }
 
-// Only root may name a path on berthd's host; others pass the file itself
-// as a file descriptor (the berth CLI does).
-type PathRequiresRoot struct {
+// Only root may pass this parameter: a path on berthd's host (others pass
+// the file itself as a file descriptor, as the berth CLI does), or
+// allXattrs on Import.
+type RootOnly struct {
 	Parameter string `json:"parameter"`
 }
 
-func (e PathRequiresRoot) Error() string {
-	s := "io.berth.Machine.PathRequiresRoot"
+func (e RootOnly) Error() string {
+	s := "io.berth.Machine.RootOnly"
 	s += fmt.Sprintf("(Parameter: %v)", e.Parameter)
 	return s
 }
@@ -459,12 +460,12 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			return &param
-		case "io.berth.Machine.PathRequiresRoot":
+		case "io.berth.Machine.RootOnly":
 			errorRawParameters := e.Parameters.(*json.RawMessage)
 			if errorRawParameters == nil {
 				return e
 			}
-			var param PathRequiresRoot
+			var param RootOnly
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -1081,8 +1082,8 @@ type Export_methods struct{}
 
 func Export() Export_methods { return Export_methods{} }
 
-func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, fileDescriptor_in_, path_in_, format_in_, force_in_, allowInteractiveAuthentication_in_)
+func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, fileDescriptor_in_, path_in_, format_in_, force_in_, allXattrs_in_, allowInteractiveAuthentication_in_)
 	if err_ != nil {
 		return
 	}
@@ -1090,13 +1091,14 @@ func (m Export_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *int64, uint64, error), error) {
+func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *int64, uint64, error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
 		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
 		Path                           *string `json:"path,omitempty"`
 		Format                         *string `json:"format,omitempty"`
 		Force                          *bool   `json:"force,omitempty"`
+		AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
@@ -1104,6 +1106,7 @@ func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	in.Path = path_in_
 	in.Format = format_in_
 	in.Force = force_in_
+	in.AllXattrs = allXattrs_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Send(ctx, "io.berth.Machine.Export", in, flags)
 	if err != nil {
@@ -1127,13 +1130,14 @@ func (m Export_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, fileDescriptor_in_ *int64, path_in_ *string, format_in_ *string, force_in_ *bool, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, path_out_ *string, size_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
 		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
 		Path                           *string `json:"path,omitempty"`
 		Format                         *string `json:"format,omitempty"`
 		Force                          *bool   `json:"force,omitempty"`
+		AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
@@ -1141,6 +1145,7 @@ func (m Export_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	in.Path = path_in_
 	in.Format = format_in_
 	in.Force = force_in_
+	in.AllXattrs = allXattrs_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Upgrade(ctx, "io.berth.Machine.Export", in)
 	if err != nil {
@@ -1175,8 +1180,8 @@ type Import_methods struct{}
 
 func Import() Import_methods { return Import_methods{} }
 
-func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, machine_out_ *ImageInfo, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, fileDescriptor_in_, path_in_, name_in_, allowInteractiveAuthentication_in_)
+func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, machine_out_ *ImageInfo, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, fileDescriptor_in_, path_in_, name_in_, allXattrs_in_, allowInteractiveAuthentication_in_)
 	if err_ != nil {
 		return
 	}
@@ -1184,16 +1189,18 @@ func (m Import_methods) Call(ctx context.Context, c *varlink.Connection, fileDes
 	return
 }
 
-func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *ImageInfo, uint64, error), error) {
+func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *ImageInfo, uint64, error), error) {
 	var in struct {
 		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
 		Path                           *string `json:"path,omitempty"`
 		Name                           string  `json:"name"`
+		AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Name = name_in_
+	in.AllXattrs = allXattrs_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Send(ctx, "io.berth.Machine.Import", in, flags)
 	if err != nil {
@@ -1215,16 +1222,18 @@ func (m Import_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, fileDescriptor_in_ *int64, path_in_ *string, name_in_ string, allXattrs_in_ *bool, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, machine_out_ *ImageInfo, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
 		Path                           *string `json:"path,omitempty"`
 		Name                           string  `json:"name"`
+		AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.FileDescriptor = fileDescriptor_in_
 	in.Path = path_in_
 	in.Name = name_in_
+	in.AllXattrs = allXattrs_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Upgrade(ctx, "io.berth.Machine.Import", in)
 	if err != nil {
@@ -1342,8 +1351,8 @@ type ioberthmachineInterface interface {
 	Restore(ctx context.Context, c VarlinkCall, name_ string, snapshot_ string, allowInteractiveAuthentication_ *bool) error
 	ListSnapshots(ctx context.Context, c VarlinkCall, name_ string) error
 	RemoveSnapshot(ctx context.Context, c VarlinkCall, name_ string, snapshot_ string, allowInteractiveAuthentication_ *bool) error
-	Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error
-	Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allowInteractiveAuthentication_ *bool) error
+	Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
+	Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
 	Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error
 }
 
@@ -1478,12 +1487,13 @@ func (c *VarlinkCall) ReplyBusy(ctx context.Context, name_ string) error {
 	return c.ReplyError(ctx, "io.berth.Machine.Busy", &out)
 }
 
-// Only root may name a path on berthd's host; others pass the file itself
-// as a file descriptor (the berth CLI does).
-func (c *VarlinkCall) ReplyPathRequiresRoot(ctx context.Context, parameter_ string) error {
-	var out PathRequiresRoot
+// Only root may pass this parameter: a path on berthd's host (others pass
+// the file itself as a file descriptor, as the berth CLI does), or
+// allXattrs on Import.
+func (c *VarlinkCall) ReplyRootOnly(ctx context.Context, parameter_ string) error {
+	var out RootOnly
 	out.Parameter = parameter_
-	return c.ReplyError(ctx, "io.berth.Machine.PathRequiresRoot", &out)
+	return c.ReplyError(ctx, "io.berth.Machine.RootOnly", &out)
 }
 
 // The file descriptor is missing, not passed with the call, or not open
@@ -1667,7 +1677,7 @@ func (s *VarlinkInterface) RemoveSnapshot(ctx context.Context, c VarlinkCall, na
 // under a temporary name and renamed when complete; an existing file (a
 // symlink too, which is replaced, never followed) is kept unless force.
 // [Supports 'more' flag]
-func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allowInteractiveAuthentication_ *bool) error {
+func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Export")
 }
 
@@ -1678,7 +1688,7 @@ func (s *VarlinkInterface) Export(ctx context.Context, c VarlinkCall, name_ stri
 // there is refused). Nothing in the archive can write outside the new
 // image; a bad or hostile archive leaves nothing behind.
 // [Supports 'more' flag]
-func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allowInteractiveAuthentication_ *bool) error {
+func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Import")
 }
 
@@ -1801,26 +1811,28 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			Path                           *string `json:"path,omitempty"`
 			Format                         *string `json:"format,omitempty"`
 			Force                          *bool   `json:"force,omitempty"`
+			AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.ioberthmachineInterface.Export(ctx, VarlinkCall{call}, in.Name, in.FileDescriptor, in.Path, in.Format, in.Force, in.AllowInteractiveAuthentication)
+		return s.ioberthmachineInterface.Export(ctx, VarlinkCall{call}, in.Name, in.FileDescriptor, in.Path, in.Format, in.Force, in.AllXattrs, in.AllowInteractiveAuthentication)
 
 	case "Import":
 		var in struct {
 			FileDescriptor                 *int64  `json:"fileDescriptor,omitempty"`
 			Path                           *string `json:"path,omitempty"`
 			Name                           string  `json:"name"`
+			AllXattrs                      *bool   `json:"allXattrs,omitempty"`
 			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.ioberthmachineInterface.Import(ctx, VarlinkCall{call}, in.FileDescriptor, in.Path, in.Name, in.AllowInteractiveAuthentication)
+		return s.ioberthmachineInterface.Import(ctx, VarlinkCall{call}, in.FileDescriptor, in.Path, in.Name, in.AllXattrs, in.AllowInteractiveAuthentication)
 
 	case "Pull":
 		var in struct {
@@ -1972,6 +1984,10 @@ method Export(
 	path: ?string,
 	format: ?string,
 	force: ?bool,
+	# Carry every extended attribute, not only user.*, file capabilities
+	# and POSIX ACLs: trusted.* and other security.* attributes belong to
+	# the host that set them (overlayfs, SELinux, IMA).
+	allXattrs: ?bool,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, path: ?string, size: ?int)
 
@@ -1986,6 +2002,9 @@ method Import(
 	fileDescriptor: ?int,
 	path: ?string,
 	name: string,
+	# Apply every extended attribute the archive carries (root only), not
+	# only user.*, file capabilities and POSIX ACLs.
+	allXattrs: ?bool,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, machine: ?ImageInfo)
 
@@ -2049,9 +2068,10 @@ error PermissionDenied(action: string)
 # Another operation on the same image is running.
 error Busy(name: string)
 
-# Only root may name a path on berthd's host; others pass the file itself
-# as a file descriptor (the berth CLI does).
-error PathRequiresRoot(parameter: string)
+# Only root may pass this parameter: a path on berthd's host (others pass
+# the file itself as a file descriptor, as the berth CLI does), or
+# allXattrs on Import.
+error RootOnly(parameter: string)
 
 # The file descriptor is missing, not passed with the call, or not open
 # the way the method needs.

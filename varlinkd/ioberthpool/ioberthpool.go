@@ -60,13 +60,13 @@ func (e Busy) Error() string {
 	return s
 }
 
-// Only root may name a path on berthd's host.
-type PathRequiresRoot struct {
+// Only root may pass this parameter (a path on berthd's host).
+type RootOnly struct {
 	Parameter string `json:"parameter"`
 }
 
-func (e PathRequiresRoot) Error() string {
-	s := "io.berth.Pool.PathRequiresRoot"
+func (e RootOnly) Error() string {
+	s := "io.berth.Pool.RootOnly"
 	s += fmt.Sprintf("(Parameter: %v)", e.Parameter)
 	return s
 }
@@ -118,12 +118,12 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			return &param
-		case "io.berth.Pool.PathRequiresRoot":
+		case "io.berth.Pool.RootOnly":
 			errorRawParameters := e.Parameters.(*json.RawMessage)
 			if errorRawParameters == nil {
 				return e
 			}
-			var param PathRequiresRoot
+			var param RootOnly
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -430,11 +430,11 @@ func (c *VarlinkCall) ReplyBusy(ctx context.Context) error {
 	return c.ReplyError(ctx, "io.berth.Pool.Busy", &out)
 }
 
-// Only root may name a path on berthd's host.
-func (c *VarlinkCall) ReplyPathRequiresRoot(ctx context.Context, parameter_ string) error {
-	var out PathRequiresRoot
+// Only root may pass this parameter (a path on berthd's host).
+func (c *VarlinkCall) ReplyRootOnly(ctx context.Context, parameter_ string) error {
+	var out RootOnly
 	out.Parameter = parameter_
-	return c.ReplyError(ctx, "io.berth.Pool.PathRequiresRoot", &out)
+	return c.ReplyError(ctx, "io.berth.Pool.RootOnly", &out)
 }
 
 // Generated reply methods for all varlink methods
@@ -609,8 +609,8 @@ error PermissionDenied(action: string)
 # A template build is running; cleaning now would pull the cache from under it.
 error Busy()
 
-# Only root may name a path on berthd's host.
-error PathRequiresRoot(parameter: string)
+# Only root may pass this parameter (a path on berthd's host).
+error RootOnly(parameter: string)
 `
 }
 
