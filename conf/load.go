@@ -78,14 +78,18 @@ func (l *Loader) LoadAll() []Result {
 // parallel, so that it never holds more than a few parsed machines.
 type Scan struct {
 	Names []string // unmasked machines, sorted
-	l     *Loader
-	idx   *index
+	// Errs are the directories of the search path that exist but could
+	// not be read: machines in them are unknown, so a caller must not
+	// take their absence for removal.
+	Errs []error
+	l    *Loader
+	idx  *index
 }
 
 // Scan lists the search path once. Close it when done.
 func (l *Loader) Scan() *Scan {
 	idx := l.scan()
-	sc := &Scan{l: l, idx: idx, Names: make([]string, 0, len(idx.main))}
+	sc := &Scan{l: l, idx: idx, Names: make([]string, 0, len(idx.main)), Errs: idx.errs}
 	for name, e := range idx.main {
 		if !e.masked {
 			sc.Names = append(sc.Names, name)
@@ -142,6 +146,7 @@ type index struct {
 	// that main files are opened relative to it: one path component for
 	// the kernel to walk instead of the whole path, per machine.
 	dirFds []int
+	errs   []error // directories that exist but cannot be read
 }
 
 func (idx *index) close() {
@@ -169,7 +174,11 @@ func (l *Loader) scan() *index {
 		if fd, err := syscall.Open(l.host(mdir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
 			idx.dirFds[i] = fd
 		}
-		for _, e := range l.readDir(mdir) {
+		ents, err := l.readDir(mdir)
+		if err != nil {
+			idx.errs = append(idx.errs, err)
+		}
+		for _, e := range ents {
 			e.dir = i
 			if name, ok := strings.CutSuffix(e.base, suffix+".d"); ok && name != "" {
 				if idx.dropDirs[name] == nil {
@@ -185,7 +194,11 @@ func (l *Loader) scan() *index {
 		if l.schema().AllDropIns == "" {
 			continue
 		}
-		for _, e := range l.readDir(filepath.Join(d, l.schema().AllDropIns)) {
+		ents, err = l.readDir(filepath.Join(d, l.schema().AllDropIns))
+		if err != nil {
+			idx.errs = append(idx.errs, err)
+		}
+		for _, e := range ents {
 			if strings.HasSuffix(e.base, suffix) {
 				idx.global[i] = append(idx.global[i], e)
 			}
@@ -194,9 +207,15 @@ func (l *Loader) scan() *index {
 	return idx
 }
 
-// readDir lists dir, noting masks. A missing directory is empty.
-func (l *Loader) readDir(dir string) []entry {
-	ents, _ := os.ReadDir(l.host(dir))
+// readDir lists dir, noting masks. A missing directory is empty; one that
+// cannot be read is an error (and lists what could be read of it).
+func (l *Loader) readDir(dir string) ([]entry, error) {
+	ents, err := os.ReadDir(l.host(dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	} else if err != nil {
+		err = &Error{File: dir, Msg: fmt.Sprintf("cannot read directory: %v", errors.Unwrap(err))}
+	}
 	out := make([]entry, 0, len(ents))
 	for _, de := range ents {
 		e := entry{path: filepath.Join(dir, de.Name()), base: de.Name()}
@@ -208,14 +227,14 @@ func (l *Loader) readDir(dir string) []entry {
 		}
 		out = append(out, e)
 	}
-	return out
+	return out, err
 }
 
 // dropIns returns the drop-ins that apply to name, in the order they are
 // applied: sorted by file name, a file in a higher-priority directory (or in
 // NAME.toml.d rather than machines.d of the same directory) hiding a
 // same-named one.
-func (idx *index) dropIns(l *Loader, name string) []string {
+func (idx *index) dropIns(l *Loader, name string) ([]string, error) {
 	byBase := map[string]entry{}
 	add := func(e entry) {
 		if _, ok := byBase[e.base]; !ok {
@@ -224,7 +243,13 @@ func (idx *index) dropIns(l *Loader, name string) []string {
 	}
 	for i := range idx.global {
 		if d, ok := idx.dropDirs[name][i]; ok {
-			for _, e := range l.readDir(d) {
+			ents, err := l.readDir(d)
+			if err != nil {
+				// Without all its drop-ins, a machine's settings are
+				// not the admin's.
+				return nil, err
+			}
+			for _, e := range ents {
 				if strings.HasSuffix(e.base, suffix) {
 					add(e)
 				}
@@ -240,11 +265,15 @@ func (idx *index) dropIns(l *Loader, name string) []string {
 			out = append(out, e.path)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
-	files := append([]string{main.path}, idx.dropIns(l, name)...)
+	dropIns, err := idx.dropIns(l, name)
+	if err != nil {
+		return nil, Errors{err.(*Error)}
+	}
+	files := append([]string{main.path}, dropIns...)
 	parsed := make([]*File, 0, len(files))
 	var errs Errors
 	for i, p := range files {

@@ -9,16 +9,19 @@ import (
 // headers and "key =" lines are enough to place every key of our schema,
 // whether written as [Exec] Boot = …, Exec.Boot = … or Exec = { Boot = … }.
 type locator struct {
-	entries []locEntry
-}
-
-type locEntry struct {
-	path string // "Exec.Boot", or "Exec" for a header or inline table
-	line int
+	// lines maps a key path ("Exec.Boot", or "Exec" for a header or
+	// inline table) to the first line that shows it: one lookup per error,
+	// so a file of many bad keys costs time linear in its size.
+	lines map[string]int
 }
 
 func newLocator(src []byte) *locator {
-	l := &locator{}
+	l := &locator{lines: map[string]int{}}
+	add := func(path string, line int) {
+		if _, ok := l.lines[path]; !ok {
+			l.lines[path] = line
+		}
+	}
 	table := ""
 	inMultiline := ""
 	for i, raw := range strings.Split(string(src), "\n") {
@@ -37,7 +40,7 @@ func newLocator(src []byte) *locator {
 				name = name[:end]
 			}
 			table = normalizeKey(name)
-			l.entries = append(l.entries, locEntry{table, i + 1})
+			add(table, i+1)
 		default:
 			eq := strings.IndexByte(line, '=')
 			if eq <= 0 {
@@ -47,7 +50,7 @@ func newLocator(src []byte) *locator {
 			if table != "" {
 				key = table + "." + key
 			}
-			l.entries = append(l.entries, locEntry{key, i + 1})
+			add(key, i+1)
 			for _, q := range []string{`"""`, `'''`} {
 				if strings.Count(line[eq:], q) == 1 {
 					inMultiline = q
@@ -71,11 +74,8 @@ func normalizeKey(k string) string {
 // section), or 0 if the file does not show it.
 func (l *locator) line(path ...string) int {
 	for n := len(path); n > 0; n-- {
-		want := strings.Join(path[:n], ".")
-		for _, e := range l.entries {
-			if e.path == want {
-				return e.line
-			}
+		if line, ok := l.lines[strings.Join(path[:n], ".")]; ok {
+			return line
 		}
 	}
 	return 0

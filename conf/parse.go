@@ -99,13 +99,7 @@ func (schema *Schema) Parse(path string, src []byte) (*File, error) {
 		p.section(secName, v)
 	}
 	if len(p.errs) > 0 {
-		slices.SortFunc(p.errs, func(a, b *Error) int {
-			if a.Line != b.Line {
-				return a.Line - b.Line
-			}
-			return strings.Compare(a.Msg, b.Msg)
-		})
-		return nil, p.errs
+		return nil, p.report()
 	}
 	slices.SortFunc(p.file.Values, func(a, b Value) int { return a.order - b.order })
 	return p.file, nil
@@ -125,6 +119,53 @@ type parser struct {
 	schema *Schema
 	file   *File
 	errs   Errors
+	// hints suggest a known name for an unknown one; they are worked out
+	// only for the errors reported, which keeps a file of many bad keys
+	// linear in its size.
+	hints map[*Error]func() string
+}
+
+// MaxErrors is how many errors one file reports; the rest are counted.
+const MaxErrors = 50
+
+// report sorts the errors by line, keeps the first MaxErrors (and any on
+// the same line as the last of them) with their hints, and counts the
+// rest.
+func (p *parser) report() Errors {
+	byLine := func(a, b *Error) int { return a.Line - b.Line }
+	slices.SortStableFunc(p.errs, byLine)
+	keep := len(p.errs)
+	if keep > MaxErrors {
+		keep = MaxErrors
+		for keep < len(p.errs) && p.errs[keep].Line == p.errs[keep-1].Line {
+			keep++
+		}
+	}
+	out := p.errs[:keep]
+	for _, e := range out {
+		if h := p.hints[e]; h != nil {
+			e.Msg += h()
+		}
+	}
+	slices.SortFunc(out, func(a, b *Error) int {
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return strings.Compare(a.Msg, b.Msg)
+	})
+	if rest := len(p.errs) - keep; rest > 0 {
+		out = append(out, &Error{File: p.file.Path, Line: p.errs[keep].Line, Msg: fmt.Sprintf("%d more errors from here on not shown", rest)})
+	}
+	return out
+}
+
+// unknown records that name, at path, is not one of known.
+func (p *parser) unknown(path []string, name string, known func() []string, format string, args ...any) {
+	p.errorf(path, format, args...)
+	if p.hints == nil {
+		p.hints = map[*Error]func() string{}
+	}
+	p.hints[p.errs[len(p.errs)-1]] = func() string { return didYouMean(name, known()) }
 }
 
 // errorf records an error at the line of path (a section, or section and key).
@@ -135,7 +176,7 @@ func (p *parser) errorf(path []string, format string, args ...any) {
 func (p *parser) section(name string, v any) {
 	sec := p.schema.Section(name)
 	if sec == nil {
-		p.errorf([]string{name}, "unknown section [%s]%s", name, didYouMean(name, p.schema.sectionNames()))
+		p.unknown([]string{name}, name, p.schema.sectionNames, "unknown section [%s]", name)
 		return
 	}
 	tbl, ok := v.(map[string]any)
@@ -146,7 +187,7 @@ func (p *parser) section(name string, v any) {
 	for keyName, kv := range tbl {
 		def, order := p.schema.lookupKey(name, keyName)
 		if def == nil {
-			p.errorf([]string{name, keyName}, "unknown key %q in [%s]%s", keyName, name, didYouMean(keyName, sec.keyNames()))
+			p.unknown([]string{name, keyName}, keyName, sec.keyNames, "unknown key %q in [%s]", keyName, name)
 			continue
 		}
 		val, err := convert(def, kv)

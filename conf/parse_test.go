@@ -1,6 +1,8 @@
 package conf
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -114,5 +116,27 @@ func TestDidYouMean(t *testing.T) {
 		if want == "" && s != "" || want != "" && !strings.Contains(s, `"`+want+`"`) {
 			t.Errorf("didYouMean(%q) = %q, want %q", got, s, want)
 		}
+	}
+}
+
+// TestManyErrorsCounted: a file of many bad keys reports the first
+// MaxErrors by line, with hints, and counts the rest.
+func TestManyErrorsCounted(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("[Exec]\n")
+	for i := range 10000 {
+		fmt.Fprintf(&src, "Boto%d = true\n", i)
+	}
+	_, err := Parse("f.toml", []byte(src.String()))
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != MaxErrors+1 {
+		t.Fatalf("%d errors, want %d and a count: %v", len(errs), MaxErrors, err)
+	}
+	if errs[0].Line != 2 || !strings.Contains(errs[0].Msg, `did you mean "Boot"?`) {
+		t.Errorf("first error: %v", errs[0])
+	}
+	last := errs[MaxErrors]
+	if last.Line != MaxErrors+2 || !strings.Contains(last.Msg, fmt.Sprint(10000-MaxErrors)+" more errors") {
+		t.Errorf("the count: %v", last)
 	}
 }

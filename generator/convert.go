@@ -11,7 +11,9 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/coreos/go-systemd/v22/unit"
 
@@ -176,9 +178,22 @@ func header(m *conf.Machine) string {
 	var b strings.Builder
 	b.Grow(len(Header) + 64 + len(m.Source) + 32*len(m.DropIns))
 	b.WriteString(Header)
-	b.WriteString("\n# Source: " + m.Source + "\n")
+	b.WriteString("\n# Source: " + commentSafe(m.Source) + "\n")
 	for _, d := range m.DropIns {
-		b.WriteString("# Drop-in: " + d + "\n")
+		b.WriteString("# Drop-in: " + commentSafe(d) + "\n")
 	}
 	return b.String()
+}
+
+// commentSafe is a file name as a comment can hold it: as it is, or
+// quoted with Go's escapes if it has a control character or is not UTF-8
+// (a newline in a drop-in's name would otherwise start a line of
+// settings).
+func commentSafe(name string) string {
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return strconv.Quote(name)
+		}
+	}
+	return name
 }

@@ -47,6 +47,9 @@ type Report struct {
 func Run(cfg Config) Report {
 	sc := (&conf.Loader{Root: cfg.Root, Dirs: cfg.ConfigDirs}).Scan()
 	defer sc.Close()
+	for _, err := range sc.Errs {
+		cfg.Log.Errorf("%v", err)
+	}
 	w := newWriter(cfg)
 	defer w.close()
 	// Each machine is loaded, converted and written by one worker and then
@@ -88,7 +91,12 @@ func Run(cfg Config) Report {
 			printOutput(cfg, dry[i])
 		}
 	}
-	if !cfg.DryRun {
+	switch {
+	case cfg.DryRun:
+	case len(sc.Errs) > 0:
+		// Machines in what could not be read are not gone.
+		cfg.Log.Warningf("not removing settings of machines that seem gone: part of the search path could not be read")
+	default:
 		if err := w.reconcile(rep.Generated); err != nil {
 			cfg.Log.Errorf("%v", err)
 		}

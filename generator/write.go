@@ -83,37 +83,30 @@ func listNspawn(dir string) map[string]bool {
 	return m
 }
 
-// write puts o in place: the .nspawn file atomically when it replaces one
-// (systemd-nspawn may read it at any time), the drop-in and link directly
-// (systemd reads the generator directory only after we exit).
+// write puts o in place, every file atomically (a temporary name, then
+// rename): systemd-nspawn may read the .nspawn file at any time, and a run
+// killed midway must leave whole files or none, never a torn one.
 func (w *writer) write(source string, o *Output) error {
 	nfd, err := w.nspawn.open()
 	if err != nil {
 		return err
 	}
 	if w.existing[o.Name] {
-		old, err := os.ReadFile(filepath.Join(w.nspawn.path, o.Nspawn.Path))
+		old, err := rawfile.ReadAt(nfd, o.Nspawn.Path)
 		switch {
 		case err != nil:
-			return fmt.Errorf("%s: %w", source, err)
-		case !bytes.HasPrefix(old, []byte(Header)):
+			return fmt.Errorf("%s: %s: %w", source, path.Join(NspawnDir, o.Nspawn.Path), err)
+		case !ours(old):
 			return fmt.Errorf("%s: %s exists and was not written by berth; not overwriting it",
 				source, path.Join(NspawnDir, o.Nspawn.Path))
 		case bytes.Equal(old, o.Nspawn.Content):
 			// Unchanged: leave it, and its mtime, alone.
 		default:
-			tmp := "." + o.Nspawn.Path + ".berth-tmp"
-			if err := rawfile.CreateAt(nfd, tmp, o.Nspawn.Content); err != nil {
-				return fmt.Errorf("write %s: %w", path.Join(NspawnDir, tmp), err)
-			}
-			if err := unix.Renameat(nfd, tmp, nfd, o.Nspawn.Path); err != nil {
-				unix.Unlinkat(nfd, tmp, 0)
-				return fmt.Errorf("replace %s: %w", path.Join(NspawnDir, o.Nspawn.Path), err)
+			if err := put(nfd, o.Nspawn.Path, o.Nspawn.Content); err != nil {
+				return fmt.Errorf("write %s: %w", path.Join(NspawnDir, o.Nspawn.Path), err)
 			}
 		}
-	} else if err := rawfile.CreateAt(nfd, o.Nspawn.Path, o.Nspawn.Content); err != nil {
-		// A new file needs no temporary name: no unit for this machine
-		// existed before this run, so nothing can be reading it yet.
+	} else if err := put(nfd, o.Nspawn.Path, o.Nspawn.Content); err != nil {
 		return fmt.Errorf("write %s: %w", path.Join(NspawnDir, o.Nspawn.Path), err)
 	}
 
@@ -124,7 +117,7 @@ func (w *writer) write(source string, o *Output) error {
 	if err := rawfile.MkdirAt(ofd, path.Dir(o.DropIn.Path), 0o755); err != nil && err != unix.EEXIST {
 		return fmt.Errorf("create %s: %w", path.Join(w.cfg.OutDir, path.Dir(o.DropIn.Path)), err)
 	}
-	if err := rawfile.CreateAt(ofd, o.DropIn.Path, o.DropIn.Content); err != nil {
+	if err := put(ofd, o.DropIn.Path, o.DropIn.Content); err != nil {
 		return fmt.Errorf("write %s: %w", path.Join(w.cfg.OutDir, o.DropIn.Path), err)
 	}
 	if o.WantsLink == "" {
@@ -134,17 +127,52 @@ func (w *writer) write(source string, o *Output) error {
 	if err != nil {
 		return err
 	}
+	// A symlink is made whole or not at all; only one in the way (left
+	// by an earlier run) needs the temporary name and rename.
 	name := path.Base(o.WantsLink)
 	err = rawfile.SymlinkAt(o.LinkTarget, wfd, name)
 	if err == unix.EEXIST {
-		if err = unix.Unlinkat(wfd, name, 0); err == nil {
-			err = rawfile.SymlinkAt(o.LinkTarget, wfd, name)
+		tmp := tmpName(name)
+		unix.Unlinkat(wfd, tmp, 0)
+		if err = rawfile.SymlinkAt(o.LinkTarget, wfd, tmp); err == nil {
+			if err = unix.Renameat(wfd, tmp, wfd, name); err != nil {
+				unix.Unlinkat(wfd, tmp, 0)
+			}
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("link %s: %w", path.Join(w.cfg.OutDir, o.WantsLink), err)
 	}
 	return nil
+}
+
+// tmpName is the temporary name of p, in p's directory: hidden, and with
+// a suffix nothing of systemd's reads.
+func tmpName(p string) string {
+	dir, base := path.Split(p)
+	return dir + "." + base + ".berth-tmp"
+}
+
+// put writes content to p below dirfd atomically, through a temporary
+// name renamed. (A file made with O_TMPFILE and linked in costs more on
+// tmpfs, where generators write.)
+func put(dirfd int, p string, content []byte) error {
+	tmp := tmpName(p)
+	if err := rawfile.CreateAt(dirfd, tmp, content); err != nil {
+		return err
+	}
+	if err := unix.Renameat(dirfd, tmp, dirfd, p); err != nil {
+		unix.Unlinkat(dirfd, tmp, 0)
+		return err
+	}
+	return nil
+}
+
+// ours reports whether a file's content is berth's: it starts with Header,
+// or is a beginning of it (empty included), which only a run killed while
+// writing it in place (before writes were atomic) leaves.
+func ours(content []byte) bool {
+	return bytes.HasPrefix(content, []byte(Header)) || strings.HasPrefix(Header, string(content))
 }
 
 // reconcile removes the .nspawn files berth wrote for machines this run did
@@ -161,7 +189,7 @@ func (w *writer) reconcile(keep []string) error {
 			continue
 		}
 		p := filepath.Join(w.nspawn.path, name+".nspawn")
-		if f, err := os.ReadFile(p); err != nil || !bytes.HasPrefix(f, []byte(Header)) {
+		if f, err := rawfile.ReadAt(rawfile.CWD, p); err != nil || !ours(f) {
 			continue
 		}
 		if err := os.Remove(p); err != nil {

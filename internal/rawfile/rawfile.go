@@ -12,6 +12,8 @@
 package rawfile
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"unsafe"
 
@@ -47,16 +49,42 @@ func closeFd(fd int) error {
 	return errnoErr(e)
 }
 
-// ReadAt returns the contents of name below dirfd, in four system calls
-// (os.ReadFile takes six, and walks the whole path).
+// MaxRead is the largest file ReadAt reads: far beyond any configuration
+// file, and a bound on what a mistaken one costs.
+const MaxRead = 64 << 20
+
+// Errors of ReadAt for what is not a file to read.
+var (
+	ErrNotRegular = errors.New("not a regular file")
+	ErrTooLarge   = fmt.Errorf("larger than %d MiB", MaxRead>>20)
+)
+
+// ReadAt returns the contents of the regular file name below dirfd, in a
+// handful of system calls (os.ReadFile takes more, and walks the whole
+// path). It opens without blocking, so a FIFO or a device there cannot
+// hang the caller (the generator, at boot), and refuses anything but a
+// regular file of at most MaxRead bytes.
 func ReadAt(dirfd int, name string) ([]byte, error) {
-	fd, err := openat(dirfd, name, unix.O_RDONLY, 0)
+	fd, err := openat(dirfd, name, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer closeFd(fd)
-	buf := make([]byte, 0, 1024)
+	var st unix.Stat_t
+	if _, _, e := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(&st)), 0); e != 0 {
+		return nil, e
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, ErrNotRegular
+	}
+	if st.Size > MaxRead {
+		return nil, ErrTooLarge
+	}
+	buf := make([]byte, 0, max(1024, st.Size+1))
 	for {
+		if len(buf) >= MaxRead {
+			return nil, ErrTooLarge // it grew while being read
+		}
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, cap(buf))
 		}
@@ -81,16 +109,7 @@ func CreateAt(dirfd int, name string, content []byte) error {
 	if err != nil {
 		return err
 	}
-	for len(content) > 0 && err == nil {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(content))), uintptr(len(content)))
-		switch e {
-		case 0:
-			content = content[n:]
-		case unix.EINTR:
-		default:
-			err = e
-		}
-	}
+	err = writeAll(fd, content)
 	if cerr := closeFd(fd); err == nil {
 		err = cerr
 	}
@@ -98,6 +117,21 @@ func CreateAt(dirfd int, name string, content []byte) error {
 		unix.Unlinkat(dirfd, name, 0)
 	}
 	return err
+}
+
+// writeAll writes content to fd.
+func writeAll(fd int, content []byte) error {
+	for len(content) > 0 {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(content))), uintptr(len(content)))
+		switch e {
+		case 0:
+			content = content[n:]
+		case unix.EINTR:
+		default:
+			return e
+		}
+	}
+	return nil
 }
 
 // MkdirAt creates directory name below dirfd.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,8 +79,8 @@ func TestErrorsAreErrnos(t *testing.T) {
 	if err := MkdirAt(dfd, "d", 0o755); err != unix.EEXIST {
 		t.Fatalf("MkdirAt twice: %v, want EEXIST", err)
 	}
-	if _, err := ReadAt(dfd, "d"); err != unix.EISDIR {
-		t.Fatalf("ReadAt a directory: %v, want EISDIR", err)
+	if _, err := ReadAt(dfd, "d"); err != ErrNotRegular {
+		t.Fatalf("ReadAt a directory: %v, want ErrNotRegular", err)
 	}
 	if err := SymlinkAt("/usr/lib/x", dfd, "l"); err != nil {
 		t.Fatal(err)
@@ -92,5 +93,33 @@ func TestErrorsAreErrnos(t *testing.T) {
 	}
 	if err := CreateAt(dfd, "nul\x00name", nil); err == nil {
 		t.Fatal("a name with a NUL byte was accepted")
+	}
+}
+
+// TestReadAtRefusesWhatIsNoFile: a FIFO (which would block the open and
+// the read forever), a device and an oversized file are refused at once.
+func TestReadAtRefusesWhatIsNoFile(t *testing.T) {
+	dir := t.TempDir()
+	dfd := openDir(t, dir)
+	if err := unix.Mkfifo(filepath.Join(dir, "fifo.toml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink("/dev/zero", filepath.Join(dir, "zero.toml"))
+	big, _ := os.Create(filepath.Join(dir, "big.toml"))
+	big.Truncate(MaxRead + 1)
+	big.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for name, want := range map[string]error{"fifo.toml": ErrNotRegular, "zero.toml": ErrNotRegular, "big.toml": ErrTooLarge} {
+			if _, err := ReadAt(dfd, name); err != want {
+				t.Errorf("ReadAt %s: %v, want %v", name, err, want)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadAt blocked")
 	}
 }
