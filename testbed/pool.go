@@ -35,8 +35,50 @@ var Packages = []string{
 	"gpg", "gpg-agent", // sign SHA256SUMS for pull scenarios; importd verifies with it
 }
 
-// Suite is the Debian release the testbed boots: systemd 257.
-const Suite = "trixie"
+// System is one systemd the testbed boots: a Debian release with it.
+type System struct {
+	Name    string   // the systemd version, as scenarios and test names say it
+	Suite   string   // the Debian release that ships it
+	Extra   []string // packages beyond Packages
+	AptOpts []string // for mmdebstrap --aptopt
+	// Env is for the host's systemd-nspawn that boots it.
+	Env []string
+}
+
+// Systems are the systemd versions berth supports, oldest first.
+var Systems = []System{
+	{Name: "257", Suite: "trixie"},
+	// forky's Release file is past its Valid-Until date; its minimal
+	// tree has no mount(8); systemd 258 and later boot only on the
+	// unified cgroup hierarchy, which these hosts do not mount for nspawn
+	// unless asked.
+	// importd opens libcurl only when it pulls (dlopen, since 258).
+	{Name: "262", Suite: "forky", Extra: []string{"mount", "libcurl4t64"}, AptOpts: []string{`Acquire::Check-Valid-Until "false"`},
+		Env: []string{"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1"}},
+}
+
+// Selected are the systems tests boot: all of them, or the one
+// BERTH_TESTBED_SYSTEMD names (257 or 262) for a quick local run.
+func Selected() ([]System, error) {
+	want := os.Getenv("BERTH_TESTBED_SYSTEMD")
+	if want == "" || want == "all" {
+		return Systems, nil
+	}
+	for _, s := range Systems {
+		if s.Name == want {
+			return []System{s}, nil
+		}
+	}
+	return nil, fmt.Errorf("BERTH_TESTBED_SYSTEMD=%s: the testbed boots systemd %s", want, names())
+}
+
+func names() string {
+	var n []string
+	for _, s := range Systems {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, " or ")
+}
 
 // DefaultDir holds the pool image and its mount point; BERTH_TESTBED_DIR
 // overrides it.
@@ -143,16 +185,27 @@ func tail(s string, n int) string {
 
 // baseName names the base by what went into it, so a changed package list
 // builds a new base instead of reusing a stale one.
-func baseName(extra []string) string {
-	h := sha256.Sum256([]byte(Suite + "\n" + strings.Join(Packages, ",") + "\n" + strings.Join(extra, ",") + "\nv1"))
+func baseName(sys System, extra []string) string {
+	// The first system's name leaves out what it lacks, so that its
+	// cached base keeps its name.
+	key := sys.Suite + "\n" + strings.Join(Packages, ",") + "\n" + strings.Join(append(append([]string{}, sys.Extra...), extra...), ",") + "\nv1"
+	if len(sys.AptOpts) > 0 {
+		key += "\n" + strings.Join(sys.AptOpts, "\n")
+	}
+	h := sha256.Sum256([]byte(key))
 	return "base-" + hex.EncodeToString(h[:6])
 }
 
-// Base returns the read-only base subvolume, bootstrapping it with
-// mmdebstrap on first use (about half a minute with a reachable mirror).
-// extra adds packages for a derived base (benchmarks).
+// Base is BaseFor the first of Systems.
 func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
-	name := baseName(extra)
+	return p.BaseFor(ctx, Systems[0], extra...)
+}
+
+// BaseFor returns the read-only base subvolume of sys, bootstrapping it
+// with mmdebstrap on first use (about half a minute with a reachable
+// mirror). extra adds packages for a derived base (benchmarks).
+func (p *Pool) BaseFor(ctx context.Context, sys System, extra ...string) (string, error) {
+	name := baseName(sys, extra)
 	final := filepath.Join(p.mnt, name)
 	if _, err := os.Stat(filepath.Join(final, "usr/lib/os-release")); err == nil {
 		return final, nil
@@ -169,9 +222,13 @@ func (p *Pool) Base(ctx context.Context, extra ...string) (string, error) {
 	if err := withParent(tmp, btrfs.Create); err != nil {
 		return "", err
 	}
-	pkgs := append(append([]string{}, Packages...), extra...)
-	fmt.Fprintf(p.log, "testbed: bootstrapping %s (%s) into %s\n", Suite, strings.Join(pkgs, ","), tmp)
-	err := p.run(ctx, "mmdebstrap", "--variant=apt", "--include="+strings.Join(pkgs, ","), Suite, tmp)
+	pkgs := append(append(append([]string{}, Packages...), sys.Extra...), extra...)
+	fmt.Fprintf(p.log, "testbed: bootstrapping %s (%s) into %s\n", sys.Suite, strings.Join(pkgs, ","), tmp)
+	args := []string{"--variant=apt", "--include=" + strings.Join(pkgs, ",")}
+	for _, o := range sys.AptOpts {
+		args = append(args, "--aptopt="+o)
+	}
+	err := p.run(ctx, "mmdebstrap", append(args, sys.Suite, tmp)...)
 	if err == nil {
 		err = flattenNested(tmp)
 	}

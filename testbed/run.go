@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -33,6 +34,9 @@ type Scenario struct {
 	// LoopDevices lends the host's loop devices to the booted system, for
 	// scenarios that set up loopback file systems.
 	LoopDevices bool
+	// Check, if set, looks at each boot's result beyond its checks (the
+	// console, the journal); Boot calls it once per systemd.
+	Check func(t *testing.T, res *Result)
 }
 
 // Check is one assertion the scenario made.
@@ -155,9 +159,14 @@ func Build(ctx context.Context, srcRoot string, log io.Writer) (string, error) {
 	return buildDir, buildErr
 }
 
-// Run boots one scenario on a fresh snapshot of base and removes the
-// snapshot afterwards (kept if BERTH_TESTBED_KEEP is set).
+// Run is RunOn the first of Systems.
 func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Result, error) {
+	return p.RunOn(ctx, Systems[0], base, build, sc)
+}
+
+// RunOn boots one scenario on a fresh snapshot of base, a base of sys,
+// and removes the snapshot afterwards (kept if BERTH_TESTBED_KEEP is set).
+func (p *Pool) RunOn(ctx context.Context, sys System, base, build string, sc Scenario) (*Result, error) {
 	if sc.Timeout == 0 {
 		sc.Timeout = 3 * time.Minute
 	}
@@ -193,6 +202,7 @@ func (p *Pool) Run(ctx context.Context, base, build string, sc Scenario) (*Resul
 		}
 	}
 	cmd := exec.CommandContext(ctx, "systemd-nspawn", args...)
+	cmd.Env = append(os.Environ(), sys.Env...)
 	cmd.Stdout = &console
 	cmd.Stderr = &console
 	cmd.WaitDelay = 10 * time.Second

@@ -49,26 +49,32 @@ func RequireRoot(t testing.TB, tools ...string) {
 
 var (
 	shared struct {
-		pool        *Pool
-		base, build string
+		pool  *Pool
+		build string
+		bases map[string]string // System.Name → base
+		mu    sync.Mutex
 	}
 	sharedOnce sync.Once
 	sharedErr  error
 )
 
-// Boot runs sc on the shared testbed and fails t for every failed check.
-func Boot(t *testing.T, sc Scenario) *Result {
+// Boot runs sc on every selected systemd (Selected), each as a subtest
+// named systemd-VERSION, and fails it for every failed check. The script
+// finds the version in $SYSTEMD_VERSION.
+func Boot(t *testing.T, sc Scenario) {
 	t.Helper()
 	Require(t)
+	systems, err := Selected()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	sharedOnce.Do(func() {
 		log := testLog{}
 		if shared.pool, sharedErr = Open(ctx, log); sharedErr != nil {
 			return
 		}
-		if shared.base, sharedErr = shared.pool.Base(ctx); sharedErr != nil {
-			return
-		}
+		shared.bases = map[string]string{}
 		var src string
 		if src, sharedErr = SourceRoot(); sharedErr == nil {
 			shared.build, sharedErr = Build(ctx, src, log)
@@ -77,9 +83,36 @@ func Boot(t *testing.T, sc Scenario) *Result {
 	if sharedErr != nil {
 		t.Fatalf("testbed: %v", sharedErr)
 	}
-	res, err := shared.pool.Run(ctx, shared.base, shared.build, sc)
+	for _, sys := range systems {
+		t.Run("systemd-"+sys.Name, func(t *testing.T) {
+			res := bootOn(t, sys, sc)
+			if sc.Check != nil && res != nil {
+				sc.Check(t, res)
+			}
+		})
+	}
+}
+
+func bootOn(t *testing.T, sys System, sc Scenario) *Result {
+	t.Helper()
+	ctx := context.Background()
+	shared.mu.Lock()
+	base, ok := shared.bases[sys.Name]
+	if !ok {
+		var err error
+		if base, err = shared.pool.BaseFor(ctx, sys); err != nil {
+			shared.mu.Unlock()
+			t.Fatalf("testbed: systemd %s: %v", sys.Name, err)
+		}
+		shared.bases[sys.Name] = base
+	}
+	shared.mu.Unlock()
+	// Each boot first proves which systemd it runs.
+	sc.Script = "SYSTEMD_VERSION=" + sys.Name + "\n" +
+		"check systemd-" + sys.Name + " sh -c \"systemctl --version | head -1 | grep '^systemd " + sys.Name + " '\"\n" + sc.Script
+	res, err := shared.pool.RunOn(ctx, sys, base, shared.build, sc)
 	if err != nil {
-		t.Fatalf("testbed: %v", err)
+		t.Fatalf("testbed: systemd %s: %v", sys.Name, err)
 	}
 	if len(res.Checks) == 0 {
 		t.Fatalf("scenario %s made no checks", sc.Name)

@@ -109,7 +109,7 @@ check remove call $S io.berth.Template.Remove '{"name":"bw2"}'
 check removed sh -c "! machinectl list-images --no-legend | grep -q '^bw2 '"
 check idle-exit wait_until 60 sh -c "! systemctl is-active berthd.service"
 `
-	res := testbed.Boot(t, testbed.Scenario{
+	testbed.Boot(t, testbed.Scenario{
 		Name: "templates", Script: script, Timeout: 8 * time.Minute,
 		Files: map[string]string{
 			"/etc/berth/templates/tmini.toml": "[Template]\nSuite = \"bookworm\"\n",
@@ -118,10 +118,12 @@ check idle-exit wait_until 60 sh -c "! systemctl is-active berthd.service"
 				"Parameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nVirtualEthernet = false\n",
 		},
 		Prepare: func(root string) error { return testbed.BusyboxMachine(root, "m1") },
+		Check: func(t *testing.T, res *testbed.Result) {
+			if strings.Contains(res.Output, "panic") {
+				t.Error(res.Output)
+			}
+		},
 	})
-	if strings.Contains(res.Output, "panic") {
-		t.Error(res.Output)
-	}
 }
 
 // TestPoolAndCacheOnSystemd proves berth pool init (a loopback btrfs

@@ -306,3 +306,91 @@ func emptyZstd(t *testing.T) []byte {
 }
 
 var _ = io.EOF
+
+// TestACLsAsGNUTarWritesThem: an archive of GNU tar --acls (text records,
+// no binary xattrs) restores the same ACLs; berth's own archives carry
+// both forms, so that libarchive (systemd 258's importd and later) reads
+// them too.
+func TestACLsAsGNUTarWritesThem(t *testing.T) {
+	testbed.RequireRoot(t, "tar", "setfacl")
+	src := tree(t)
+	acl := func(dir, p, name string) string {
+		b := make([]byte, 256)
+		n, err := unix.Getxattr(filepath.Join(dir, p), name, b)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprintf("%x", b[:n])
+	}
+	cmd := exec.Command("tar", "--acls", "--numeric-owner", "-C", src, "-cf", "-", ".")
+	data, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte("SCHILY.xattr.system.posix_acl")) || !bytes.Contains(data, []byte("SCHILY.acl.access")) {
+		t.Fatal("GNU tar wrote ACLs in another form than this test expects")
+	}
+	dst := t.TempDir()
+	if err := archive.Extract(context.Background(), bytes.NewReader(data), dst, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][2]string{{"owned", "system.posix_acl_access"}, {"usr", "system.posix_acl_default"}} {
+		want := acl(src, c[0], c[1])
+		if want == "" || acl(dst, c[0], c[1]) != want {
+			t.Errorf("%s %s: %s, want %s", c[0], c[1], acl(dst, c[0], c[1]), want)
+		}
+	}
+	// berth's archive holds both forms.
+	var buf bytes.Buffer
+	root, _ := os.Open(src)
+	defer root.Close()
+	if err := archive.Write(context.Background(), root, &buf, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		if h.Name == "./owned" && (h.PAXRecords["SCHILY.acl.access"] != "user::rw-,user:1234:r--,group::r--,mask::r--,other::---" || h.PAXRecords["SCHILY.xattr.system.posix_acl_access"] == "") {
+			t.Errorf("./owned: %q", h.PAXRecords)
+		}
+	}
+}
+
+// TestLibarchiveReadsACLs: bsdtar (libarchive, what systemd 258's importd
+// and later use) restores berth's ACLs and the modes beside them.
+func TestLibarchiveReadsACLs(t *testing.T) {
+	testbed.RequireRoot(t, "bsdtar", "setfacl")
+	src := tree(t)
+	var buf bytes.Buffer
+	root, _ := os.Open(src)
+	defer root.Close()
+	if err := archive.Write(context.Background(), root, &buf, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	cmd := exec.Command("bsdtar", "--acls", "--numeric-owner", "-xpf", "-", "-C", dst)
+	cmd.Stdin = &buf
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("bsdtar: %v\n%s", err, out)
+	}
+	for _, c := range [][2]string{{"owned", "system.posix_acl_access"}, {"usr", "system.posix_acl_default"}} {
+		want, _ := getxattr(filepath.Join(src, c[0]), c[1])
+		got, _ := getxattr(filepath.Join(dst, c[0]), c[1])
+		if want == "" || got != want {
+			t.Errorf("%s %s: %x, want %x", c[0], c[1], got, want)
+		}
+		sfi, _ := os.Stat(filepath.Join(src, c[0]))
+		dfi, _ := os.Stat(filepath.Join(dst, c[0]))
+		if sfi.Mode() != dfi.Mode() {
+			t.Errorf("%s: mode %v, want %v", c[0], dfi.Mode(), sfi.Mode())
+		}
+	}
+}
+
+func getxattr(p, name string) (string, error) {
+	b := make([]byte, 1024)
+	n, err := unix.Getxattr(p, name, b)
+	if err != nil {
+		return "", err
+	}
+	return string(b[:n]), nil
+}

@@ -196,10 +196,11 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 				}
 				dirs[name] = true
 			}
-			if err := setDir(root, name, hdr, &o); err != nil {
+			x := entryXattrs(hdr, &o)
+			if err := setDir(root, name, hdr, x.without(aclDefault)); err != nil {
 				return err
 			}
-			m := dirMeta{name, uint32(hdr.Mode & 0o7777), hdr.ModTime.UnixNano(), hdr.PAXRecords[xattrPrefix+aclDefault]}
+			m := dirMeta{name, uint32(hdr.Mode & 0o7777), hdr.ModTime.UnixNano(), x.get(aclDefault)}
 			meta = append(meta, m)
 			if metaSize += 2*len(name) + len(m.defaultACL) + 64; metaSize > maxDirMeta {
 				return unsafeEntry(hdr.Name, fmt.Sprintf("more directories than berth keeps track of (%d MiB of names)", maxDirMeta>>20))
@@ -419,8 +420,7 @@ func setSymlink(parent *parentDir, name string, hdr *tar.Header) error {
 
 // setDir gives a directory its owner and attributes as soon as it is
 // made; its mode and times wait for applyDirs.
-func setDir(root *os.Root, name string, hdr *tar.Header, o *Options) error {
-	x := entryXattrs(hdr, o).without(aclDefault)
+func setDir(root *os.Root, name string, hdr *tar.Header, x xattrs) error {
 	if len(x) == 0 && hdr.Uid == euid && hdr.Gid == egid {
 		return nil // as made
 	}

@@ -121,6 +121,11 @@ func writeEntry(ctx context.Context, tw *tar.Writer, e *image.Entry, links map[[
 	if err := readXattrs(fd, flags == unix.O_PATH, o, pax); err != nil {
 		return 0, err
 	}
+	if _, ok := pax[aclRecord(aclAccess)]; !ok && pax[aclRecord(aclDefault)] != "" {
+		// As GNU tar: a default ACL comes with the access ACL the mode
+		// makes, which libarchive needs to restore the mode at all.
+		pax[aclRecord(aclAccess)] = modeACL(st.Mode)
+	}
 	if len(pax) > 0 {
 		hdr.PAXRecords = pax
 	}

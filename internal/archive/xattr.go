@@ -85,6 +85,11 @@ func readXattrs(fd int, opath bool, o *Options, into map[string]string) error {
 			return fmt.Errorf("read xattr %s: %w", name, err)
 		}
 		into[xattrPrefix+name] = string(val[:n])
+		if rec := aclRecord(name); rec != "" {
+			if text, err := aclText(val[:n]); err == nil {
+				into[rec] = text
+			}
+		}
 	}
 	return nil
 }
@@ -96,16 +101,40 @@ type xattrs []string // name, value, name, value...
 func entryXattrs(hdr *tar.Header, o *Options) xattrs {
 	var x xattrs
 	var names []string
-	for k := range hdr.PAXRecords {
+	values := map[string]string{}
+	for k, v := range hdr.PAXRecords {
 		if name, ok := strings.CutPrefix(k, xattrPrefix); ok && o.keep(name) {
 			names = append(names, name)
+			values[name] = v
+		}
+	}
+	// ACLs as GNU tar --acls writes them, where no binary form came.
+	for _, name := range []string{aclAccess, aclDefault} {
+		if _, ok := values[name]; ok {
+			continue
+		}
+		if text, ok := hdr.PAXRecords[aclRecord(name)]; ok {
+			if b, err := aclBinary(text); err == nil {
+				names = append(names, name)
+				values[name] = string(b)
+			}
 		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		x = append(x, n, hdr.PAXRecords[xattrPrefix+n])
+		x = append(x, n, values[n])
 	}
 	return x
+}
+
+// get returns the value of attribute name in x, or "".
+func (x xattrs) get(name string) string {
+	for i := 0; i < len(x); i += 2 {
+		if x[i] == name {
+			return x[i+1]
+		}
+	}
+	return ""
 }
 
 // without returns x without attribute name.

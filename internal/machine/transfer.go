@@ -34,11 +34,9 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 	if _, err := os.Lstat(dst); err == nil && !force {
 		return 0, fmt.Errorf("%s: %w", dst, ErrArchiveExists)
 	}
-	f, err := os.CreateTemp(filepath.Dir(dst), ".#berth-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return 0, fmt.Errorf("export to %s: %w", dst, err)
-	}
-	tmp := f.Name()
+	// The temporary name is noted before the file exists, so that a
+	// berthd killed at any moment leaves nothing Recover does not find.
+	tmp := filepath.Join(filepath.Dir(dst), image.TempName(".#berth-", filepath.Base(dst)))
 	forget := m.remember(tmp)
 	defer func() {
 		if err != nil {
@@ -46,6 +44,10 @@ func (m *Manager) Export(ctx context.Context, name, dst string, format archive.F
 		}
 		forget()
 	}()
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("export to %s: %w", dst, err)
+	}
 	size, err = m.ExportTo(ctx, name, f, format, allXattrs, progress)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("export to %s: %w", dst, cerr)
