@@ -180,11 +180,20 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 	if err := m.commit(tmp, name); err != nil {
 		return nil, err
 	}
-	rec := &image.Record{Name: name, ID: id, Kind: image.KindMachine, Origin: tmpl, Created: time.Now().UTC()}
-	if err := m.Pool.Records().Put(rec); err != nil {
-		return nil, fmt.Errorf("record %s: %w", name, err)
+	if err := m.recordMachine(name, id, tmpl, time.Now()); err != nil {
+		return nil, err
 	}
 	return m.image(name, nil, false)
+}
+
+// recordMachine notes that the tree id, machine name, came from template
+// origin.
+func (m *Manager) recordMachine(name, id, origin string, created time.Time) error {
+	rec := &image.Record{Name: name, ID: id, Kind: image.KindMachine, Origin: origin, Created: created.UTC()}
+	if err := m.Pool.Records().Put(rec); err != nil {
+		return fmt.Errorf("record %s: %w", name, err)
+	}
+	return nil
 }
 
 // snapshotClone makes name a clone of the template at src the way

@@ -188,10 +188,7 @@ func (m *Manager) Restore(ctx context.Context, name, snap string) (err error) {
 		if err != nil {
 			return err
 		}
-		rec := &image.Record{Name: name, ID: id, Kind: image.KindMachine, Origin: img.Template, Created: img.Created.UTC()}
-		if err := m.Pool.Records().Put(rec); err != nil {
-			return fmt.Errorf("record %s: %w", name, err)
-		}
+		return m.recordMachine(name, id, img.Template, img.Created)
 	}
 	return nil
 }
