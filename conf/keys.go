@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -54,6 +55,13 @@ type KeyDef struct {
 	Quote Quoting
 	// Check validates one scalar (or one list element, or one table value).
 	Check func(string) error
+	// Since is the first systemd release whose systemd-nspawn reads the
+	// key; 0 for keys every supported release has. An older one would drop
+	// the key with a warning, so berth refuses it up front.
+	Since int
+	// ValueSince is the same for single values of a key that older
+	// releases refuse, such as PrivateUsers = "managed".
+	ValueSince map[string]int
 }
 
 // Quoting is how systemd reads a key's value.
@@ -185,7 +193,8 @@ var Settings = newSchema("settings", ".", "", []*Section{
 })
 
 // machineSections is the schema of a machine file. [Exec], [Files] and
-// [Network] mirror systemd.nspawn(5) of systemd 257; [Unit] and [Service]
+// [Network] mirror systemd.nspawn(5) of systemd 262, with the keys and
+// values 258 and later added marked by the release that has them; [Unit] and [Service]
 // feed the systemd-nspawn@NAME.service drop-in; [Machine] holds berth's own
 // keys.
 var machineSections = []*Section{
@@ -209,9 +218,11 @@ var machineSections = []*Section{
 		{Name: "KillSignal", Kind: String},
 		{Name: "Personality", Kind: String, Check: oneOf("x86", "x86-64", "arm64", "arm64-be")},
 		{Name: "MachineID", Kind: String, Check: checkID128},
-		{Name: "PrivateUsers", Kind: BoolOrString},
+		{Name: "PrivateUsers", Kind: BoolOrString, Check: checkPrivateUsers, ValueSince: map[string]int{"managed": 258}},
+		{Name: "PrivateUsersDelegate", Kind: String, Int: true, Check: checkDelegate, Since: 260},
 		{Name: "NotifyReady", Kind: Bool},
 		{Name: "SystemCallFilter", Kind: List},
+		{Name: "RestrictAddressFamilies", Kind: List, Check: checkAddressFamilies, Since: 261},
 		{Name: "LimitCPU", Kind: String, Int: true},
 		{Name: "LimitFSIZE", Kind: String, Int: true},
 		{Name: "LimitDATA", Kind: String, Int: true},
@@ -244,11 +255,13 @@ var machineSections = []*Section{
 		{Name: "Bind", Kind: List},
 		{Name: "BindReadOnly", Kind: List},
 		{Name: "BindUser", Kind: List},
+		{Name: "BindUserShell", Kind: BoolOrString, Check: checkBindUserShell, Since: 258},
 		{Name: "TemporaryFileSystem", Kind: List},
 		{Name: "Inaccessible", Kind: List},
 		{Name: "Overlay", Kind: List},
 		{Name: "OverlayReadOnly", Kind: List},
-		{Name: "PrivateUsersOwnership", Kind: String, Check: oneOf("off", "chown", "map", "foreign", "auto")},
+		{Name: "PrivateUsersOwnership", Kind: String, Check: oneOf("off", "chown", "map", "foreign", "auto"),
+			ValueSince: map[string]int{"foreign": 258}},
 	}},
 	{Name: SecNetwork, Keys: []KeyDef{
 		{Name: "Private", Kind: Bool},
@@ -260,6 +273,7 @@ var machineSections = []*Section{
 		{Name: "Bridge", Kind: String},
 		{Name: "Zone", Kind: String},
 		{Name: "Port", Kind: List},
+		{Name: "NamespacePath", Kind: String, Check: checkAbsPath, Since: 259},
 	}},
 	{Name: SecUnit, Keys: []KeyDef{
 		{Name: "Description", Kind: String, Specifiers: true},
@@ -316,6 +330,58 @@ func checkAbsPath(v string) error {
 	}
 	return nil
 }
+
+// checkPrivateUsers takes what --private-users= does: a boolean, a mode,
+// or a first UID with an optional count.
+func checkPrivateUsers(v string) error {
+	switch v {
+	case "yes", "no", "pick", "identity", "managed":
+		return nil
+	}
+	first, count, two := strings.Cut(v, ":")
+	if isUint(first) && (!two || isUint(count)) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a boolean, \"pick\", \"identity\", \"managed\", \"UID\" or \"UID:COUNT\"", v)
+}
+
+// maxDelegate is the most 64K ranges systemd-nspawn delegates.
+const maxDelegate = 16
+
+func checkDelegate(v string) error {
+	if n, err := strconv.Atoi(v); err != nil || n < 0 || n > maxDelegate || !isUint(v) {
+		return fmt.Errorf("%q is not a number of ranges from 0 to %d", v, maxDelegate)
+	}
+	return nil
+}
+
+// checkAddressFamilies takes one list as RestrictAddressFamilies= does:
+// "none", or address family names, all prefixed with ~ to deny them.
+func checkAddressFamilies(v string) error {
+	if v == "none" {
+		return nil
+	}
+	names := strings.Fields(strings.TrimPrefix(v, "~"))
+	if len(names) == 0 {
+		return fmt.Errorf("%q names no address family (\"none\" denies them all)", v)
+	}
+	for _, n := range names {
+		rest, ok := strings.CutPrefix(n, "AF_")
+		if !ok || rest == "" || strings.Trim(rest, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != "" {
+			return fmt.Errorf("%q is not an address family name such as AF_INET", n)
+		}
+	}
+	return nil
+}
+
+func checkBindUserShell(v string) error {
+	if v == "yes" || v == "no" || path.IsAbs(v) {
+		return nil
+	}
+	return fmt.Errorf("%q is neither a boolean nor an absolute path", v)
+}
+
+func isUint(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
 
 func checkMachineName(v string) error { return ValidateMachineName(v) }
 

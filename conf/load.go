@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-project/berth/internal/parallel"
 	"github.com/berth-project/berth/internal/rawfile"
+	"github.com/berth-project/berth/internal/sdversion"
 )
 
 // SearchDirs are berth's config roots, highest priority first, as systemd
@@ -36,6 +37,9 @@ type Loader struct {
 	Dirs []string
 	// Schema is what is loaded; Machines when nil.
 	Schema *Schema
+	// Systemd returns the release of the systemd that will read the
+	// output; the installed systemd-nspawn's when nil.
+	Systemd func() (int, error)
 }
 
 func (l *Loader) schema() *Schema {
@@ -297,7 +301,18 @@ func (l *Loader) load(idx *index, name string, main entry) (*Machine, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	return Merge(name, parsed)
+	m, err := Merge(name, parsed)
+	if err != nil {
+		return nil, err
+	}
+	systemd := l.Systemd
+	if systemd == nil {
+		systemd = sdversion.Installed
+	}
+	if err := m.CheckSystemd(systemd); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (l *Loader) parseFile(p string) (*File, error) {

@@ -48,6 +48,9 @@ type File struct {
 	Content []byte
 }
 
+// managedUserns are the services PrivateUsers = "managed" needs.
+var managedUserns = []string{"systemd-nsresourced.socket", "systemd-mountfsd.socket"}
+
 // UnitName is the instance of the stock template that runs machine name.
 // Machine names need no unit-name escaping; machinectl builds it the same way.
 func UnitName(name string) string { return "systemd-nspawn@" + name + ".service" }
@@ -80,6 +83,15 @@ func Convert(m *conf.Machine, paths Paths) (*Output, error) {
 			unit.NewUnitOption(conf.SecUnit, "Requires", tu),
 			unit.NewUnitOption(conf.SecUnit, "After", tu),
 			unit.NewUnitOption(conf.SecService, "ExecStartPre", path.Join(paths.BinDir, "berth")+" clone --if-missing "+t.Str+" %i"))
+	}
+	if u, _ := m.Get(conf.SecExec, "PrivateUsers"); u.Str == "managed" {
+		// systemd-nspawn asks these for the UID range and the image's
+		// mounts; Debian does not enable their sockets by default.
+		for _, sock := range managedUserns {
+			source = append(source,
+				unit.NewUnitOption(conf.SecUnit, "Wants", sock),
+				unit.NewUnitOption(conf.SecUnit, "After", sock))
+		}
 	}
 	dropIn, err := render(m, head, []string{conf.SecUnit, conf.SecService}, source)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,7 +21,8 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // TestGolden runs the generator on each testdata/*.txtar. Files under in/
 // are written below a temporary root ("-> TARGET" makes a symlink); the
-// run's output below that root and its log must equal want/ and log.
+// run's output below that root and its log must equal want/ and log. A
+// comment line "systemd N" runs it as if systemd N were installed.
 func TestGolden(t *testing.T) {
 	archives, _ := filepath.Glob("testdata/*.txtar")
 	if len(archives) == 0 {
@@ -43,10 +45,20 @@ func TestGolden(t *testing.T) {
 				writeTree(t, root, name, f.Data)
 			}
 			var log bytes.Buffer
-			rep := generator.Run(generator.Config{
+			cfg := generator.Config{
 				Root: root, OutDir: "/run/systemd/generator", Paths: generator.Paths{UnitDir: "/usr/lib/systemd/system", BinDir: "/usr/bin"},
 				Log: syslog.New("berth-generator", &log),
-			})
+			}
+			for _, line := range strings.Split(string(ar.Comment), "\n") {
+				if v, ok := strings.CutPrefix(line, "systemd "); ok {
+					n, err := strconv.Atoi(v)
+					if err != nil {
+						t.Fatalf("comment %q: %v", line, err)
+					}
+					cfg.Systemd = func() (int, error) { return n, nil }
+				}
+			}
+			rep := generator.Run(cfg)
 			got := append(kept, readTree(t, root, "run")...)
 			got = append(got, txtar.File{Name: "log", Data: log.Bytes()})
 			if len(rep.Failed) > 0 && log.Len() == 0 {

@@ -20,6 +20,9 @@ type Config struct {
 	Paths
 	// ConfigDirs overrides conf.SearchDirs when non-nil.
 	ConfigDirs []string
+	// Systemd overrides the release of the installed systemd-nspawn,
+	// which keys newer than 257 are checked against.
+	Systemd func() (int, error)
 	// DryRun prints what would be written to Stdout and writes nothing.
 	DryRun bool
 	Stdout io.Writer
@@ -45,7 +48,7 @@ type Report struct {
 // stops early: one bad file must not keep the others from booting.
 // Machines are independent, so they are converted and written in parallel.
 func Run(cfg Config) Report {
-	sc := (&conf.Loader{Root: cfg.Root, Dirs: cfg.ConfigDirs}).Scan()
+	sc := (&conf.Loader{Root: cfg.Root, Dirs: cfg.ConfigDirs, Systemd: cfg.Systemd}).Scan()
 	defer sc.Close()
 	for _, err := range sc.Errs {
 		cfg.Log.Errorf("%v", err)

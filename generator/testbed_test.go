@@ -214,3 +214,69 @@ check no-temporary-files sh -c "! find /run/systemd/nspawn /run/systemd/generato
 		},
 	})
 }
+
+// TestNspawnKeysBySystemd proves systemd.nspawn(5) as of 262 on both
+// releases. On 262 the keys 258-262 added reach systemd-nspawn and take
+// effect: a machine joins a named network namespace, another has AF_INET
+// taken away, and PrivateUsers = "managed" is handed to systemd-nsresourced
+// (whose allocation this kernel cannot do). On 257 the generator refuses
+// each, naming the key and the release that has it. On both, systemd's rule
+// that managed user namespaces need private networking is applied before
+// anything is written, and a plain machine beside the refused ones runs.
+func TestNspawnKeysBySystemd(t *testing.T) {
+	sleeper := "[Exec]\nBoot = false\nPrivateUsers = false\nParameters = [\"/bin/sleep\", \"1000\"]\n"
+	files := map[string]string{
+		"/etc/berth/machines/plain.toml": "[Machine]\nEnable = true\n" + sleeper + "[Network]\nVirtualEthernet = false\n",
+		"/etc/berth/machines/netns.toml": sleeper + "[Network]\nNamespacePath = \"/run/netns/web\"\n",
+		"/etc/berth/machines/restricted.toml": "[Exec]\nBoot = false\nPrivateUsers = false\n" +
+			"Parameters = [\"/bin/sh\", \"-c\", \"busybox nc -w 1 127.0.0.1 9 > /out/inet 2>&1; exec sleep 1000\"]\n" +
+			"RestrictAddressFamilies = [\"AF_UNIX\"]\n[Files]\nBind = [\"/srv/out-restricted:/out\"]\n[Network]\nPrivate = true\n",
+		"/etc/berth/machines/managed.toml": "[Exec]\nBoot = false\nPrivateUsers = \"managed\"\nPrivateUsersDelegate = 1\n" +
+			"Parameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nPrivate = true\n",
+		"/etc/berth/machines/hostnet.toml": "[Exec]\nBoot = false\nPrivateUsers = \"managed\"\nParameters = [\"/bin/sleep\", \"1000\"]\n[Network]\nVirtualEthernet = false\n",
+		"/srv/out-restricted/.keep":        "",
+	}
+	script := `
+J="journalctl -o cat -t berth-generator"
+systemctl daemon-reload  # the journal is up now: the generator's errors land there
+check plain-running wait_until 20 systemctl is-active systemd-nspawn@plain.service
+check managed-needs-private-network wait_until 10 sh -c "$J | grep -F '/etc/berth/machines/hostnet.toml:3: [Exec] PrivateUsers = \"managed\" needs private networking'"
+check hostnet-not-generated test ! -e /run/systemd/nspawn/hostnet.nspawn
+if [ "$SYSTEMD_VERSION" -ge 262 ]; then
+	for m in netns restricted managed; do check $m-generated test -e /run/systemd/nspawn/$m.nspawn; done
+	mkdir -p /run/netns && mount -t tmpfs netns /run/netns && mount --make-private /run/netns &&
+		touch /run/netns/web && unshare --net=/run/netns/web true
+	check netns-starts systemctl start systemd-nspawn@netns.service
+	check netns-joined wait_until 10 sh -c 'test "$(stat -L -c %i /proc/$(machinectl show --property=Leader --value netns)/ns/net)" = "$(stat -L -c %i /run/netns/web)"'
+	check restricted-starts systemctl start systemd-nspawn@restricted.service
+	check restricted-af-inet-denied wait_until 10 grep -q 'Address family not supported' /srv/out-restricted/inet
+	systemctl start systemd-nspawn@managed.service
+	show journalctl -o cat -u systemd-nspawn@managed.service
+	check managed-pulls-in-nsresourced systemctl is-active systemd-nsresourced.socket systemd-mountfsd.socket
+	check managed-goes-to-nsresourced wait_until 10 sh -c "journalctl -o cat -u systemd-nspawn@managed.service | grep -i 'allocate user namespace'"
+	# systemd's parser prefixes what it cannot use with FILE:LINE.
+	check nspawn-knows-every-key sh -c "! journalctl -o cat -u 'systemd-nspawn@*' | grep -E 'Unknown key|Failed to parse|[.]nspawn:[0-9]+:'"
+else
+	refused() { check "refused-$1" wait_until 10 sh -c "$J | grep -F '/etc/berth/machines/$2'"; }
+	refused NamespacePath "netns.toml:6: [Network] NamespacePath needs systemd 259 or later; this host has systemd 257"
+	refused RestrictAddressFamilies "restricted.toml:5: [Exec] RestrictAddressFamilies needs systemd 261 or later; this host has systemd 257"
+	refused managed "managed.toml:3: [Exec] PrivateUsers = \"managed\" needs systemd 258 or later; this host has systemd 257"
+	refused PrivateUsersDelegate "managed.toml:4: [Exec] PrivateUsersDelegate needs systemd 260 or later; this host has systemd 257"
+	for m in netns restricted managed; do check $m-not-generated test ! -e /run/systemd/nspawn/$m.nspawn; done
+fi
+`
+	testbed.Boot(t, testbed.Scenario{
+		Name:   "nspawn-keys",
+		Files:  files,
+		Script: script,
+		Prepare: func(root string) error {
+			for _, m := range []string{"plain", "netns", "restricted", "managed", "hostnet"} {
+				if err := testbed.BusyboxMachine(root, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Check: func(t *testing.T, res *testbed.Result) { t.Logf("output:\n%s", res.Output) },
+	})
+}

@@ -44,6 +44,19 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// --systemd checks a file for another host's release.
+func TestVerifySystemdRelease(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "netns.toml")
+	os.WriteFile(f, []byte("[Exec]\nBoot = true\n[Network]\nNamespacePath = \"/run/netns/web\"\n"), 0o644)
+	code, _, stderr := run("verify", "--systemd", "257", f)
+	if want := f + ":4: [Network] NamespacePath needs systemd 259 or later; this host has systemd 257"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("on 257: %d %q, want %q", code, stderr, want)
+	}
+	if code, _, stderr := run("verify", "--systemd", "259", f); code != 0 || stderr != "" {
+		t.Errorf("on 259: %d %q", code, stderr)
+	}
+}
+
 func TestVerifyRootAndGenerate(t *testing.T) {
 	root := t.TempDir()
 	mdir := filepath.Join(root, "etc/berth/machines")
