@@ -73,8 +73,16 @@ func normalizeKey(k string) string {
 // line returns the line of the most specific entry for path (a key, else its
 // section), or 0 if the file does not show it.
 func (l *locator) line(path ...string) int {
+	var stack [128]byte // a file of many bad keys looks up each: no garbage
 	for n := len(path); n > 0; n-- {
-		if line, ok := l.lines[strings.Join(path[:n], ".")]; ok {
+		key := stack[:0]
+		for i, p := range path[:n] {
+			if i > 0 {
+				key = append(key, '.')
+			}
+			key = append(key, p...)
+		}
+		if line, ok := l.lines[string(key)]; ok {
 			return line
 		}
 	}

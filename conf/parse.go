@@ -118,11 +118,21 @@ func decode(src []byte) (map[string]any, error) {
 type parser struct {
 	schema *Schema
 	file   *File
-	errs   Errors
-	// hints suggest a known name for an unknown one; they are worked out
-	// only for the errors reported, which keeps a file of many bad keys
-	// linear in its size.
-	hints map[*Error]func() string
+	errs   []pending
+}
+
+// pending is an error not yet formatted: messages and did-you-mean hints
+// are worked out only for the errors reported, which keeps a file of many
+// bad keys cheap and linear in its size.
+type pending struct {
+	line   int
+	seq    int // order found, to keep the sort stable
+	format string
+	args   []any
+	// name, if not "", is an unknown name; known lists the names it
+	// might have meant.
+	name  string
+	known func() []string
 }
 
 // MaxErrors is how many errors one file reports; the rest are counted.
@@ -132,20 +142,39 @@ const MaxErrors = 50
 // the same line as the last of them) with their hints, and counts the
 // rest.
 func (p *parser) report() Errors {
-	byLine := func(a, b *Error) int { return a.Line - b.Line }
-	slices.SortStableFunc(p.errs, byLine)
-	keep := len(p.errs)
-	if keep > MaxErrors {
-		keep = MaxErrors
-		for keep < len(p.errs) && p.errs[keep].Line == p.errs[keep-1].Line {
-			keep++
+	kept, next := p.errs, 0
+	if len(kept) > MaxErrors {
+		// Only the first lines are reported: find the last line that is,
+		// and sort no more than what is on it or before it.
+		lines := make([]int, len(p.errs))
+		for i, e := range p.errs {
+			lines[i] = e.line
+		}
+		slices.Sort(lines)
+		last := lines[MaxErrors-1]
+		kept = make([]pending, 0, MaxErrors)
+		for _, e := range p.errs {
+			if e.line <= last {
+				kept = append(kept, e)
+			}
+		}
+		if len(kept) < len(lines) {
+			next = lines[len(kept)]
 		}
 	}
-	out := p.errs[:keep]
-	for _, e := range out {
-		if h := p.hints[e]; h != nil {
-			e.Msg += h()
+	slices.SortFunc(kept, func(a, b pending) int {
+		if a.line != b.line {
+			return a.line - b.line
 		}
+		return a.seq - b.seq
+	})
+	out := make(Errors, len(kept), len(kept)+1)
+	for i, e := range kept {
+		msg := fmt.Sprintf(e.format, e.args...)
+		if e.known != nil {
+			msg += didYouMean(e.name, e.known())
+		}
+		out[i] = &Error{File: p.file.Path, Line: e.line, Msg: msg}
 	}
 	slices.SortFunc(out, func(a, b *Error) int {
 		if a.Line != b.Line {
@@ -153,24 +182,20 @@ func (p *parser) report() Errors {
 		}
 		return strings.Compare(a.Msg, b.Msg)
 	})
-	if rest := len(p.errs) - keep; rest > 0 {
-		out = append(out, &Error{File: p.file.Path, Line: p.errs[keep].Line, Msg: fmt.Sprintf("%d more errors from here on not shown", rest)})
+	if rest := len(p.errs) - len(kept); rest > 0 {
+		out = append(out, &Error{File: p.file.Path, Line: next, Msg: fmt.Sprintf("%d more errors from here on not shown", rest)})
 	}
 	return out
 }
 
 // unknown records that name, at path, is not one of known.
 func (p *parser) unknown(path []string, name string, known func() []string, format string, args ...any) {
-	p.errorf(path, format, args...)
-	if p.hints == nil {
-		p.hints = map[*Error]func() string{}
-	}
-	p.hints[p.errs[len(p.errs)-1]] = func() string { return didYouMean(name, known()) }
+	p.errs = append(p.errs, pending{line: p.file.line(path...), seq: len(p.errs), format: format, args: args, name: name, known: known})
 }
 
 // errorf records an error at the line of path (a section, or section and key).
 func (p *parser) errorf(path []string, format string, args ...any) {
-	p.errs = append(p.errs, &Error{File: p.file.Path, Line: p.file.line(path...), Msg: fmt.Sprintf(format, args...)})
+	p.errs = append(p.errs, pending{line: p.file.line(path...), seq: len(p.errs), format: format, args: args})
 }
 
 func (p *parser) section(name string, v any) {
