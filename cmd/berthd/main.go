@@ -18,6 +18,7 @@ import (
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/internal/machine"
 	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/registry"
 	"github.com/berth-project/berth/internal/syslog"
 	"github.com/berth-project/berth/internal/template"
 	"github.com/berth-project/berth/varlinkd"
@@ -67,7 +68,8 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 		log.Noticef("%s was open to other users; it is 0700 now", poolDir)
 	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
-	mm := &machine.Manager{Pool: p, Runtime: &machine.Machined{}, StateDir: "/run/berth/transfers"}
+	mm := &machine.Manager{Pool: p, Runtime: &machine.Machined{}, StateDir: "/run/berth/transfers",
+		Registry: &registry.Puller{Config: registry.DefaultConfig, CacheDir: cacheDir}}
 	for _, err := range append(tm.Recover(), mm.Recover()...) {
 		log.Errorf("%v", err)
 	}

@@ -147,6 +147,12 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 	defer parent.close()
 	w := newWriters(root, &o)
 	defer w.close()
+	var lay *layer
+	if o.Layer {
+		if lay, err = newLayer(root); err != nil {
+			return err
+		}
+	}
 	var (
 		meta     []dirMeta
 		metaSize int
@@ -181,6 +187,18 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 			}
 			dirs[parent] = true
 			metaSize += len(parent) + 16
+		}
+		if lay != nil {
+			done, err := lay.apply(root, name, hdr, w, dirs)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+			if metaSize += len(name) + 16; metaSize > maxDirMeta {
+				return unsafeEntry(hdr.Name, fmt.Sprintf("more entries than berth keeps track of in a layer (%d MiB of names)", maxDirMeta>>20))
+			}
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:

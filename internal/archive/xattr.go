@@ -25,6 +25,11 @@ type Options struct {
 	// belong to the host that set them (overlayfs, SELinux, IMA) and mean
 	// something else, or grant something, on another.
 	AllXattrs bool
+	// Layer applies the archive as an OCI image layer over what the
+	// directory already holds: whiteouts (.wh.NAME) delete what lower
+	// layers made, an opaque marker (.wh..wh..opq) empties its directory
+	// of it, and an entry replaces whatever is in its way.
+	Layer bool
 }
 
 // Portable reports whether an extended attribute travels in an archive by

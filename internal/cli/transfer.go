@@ -165,7 +165,8 @@ func sendWithFDs[Out any](ctx context.Context, c *varlink.Connection, method str
 }
 
 func init() {
-	register("pull", verb{usage: "pull [--verify signature|checksum|no] URL NAME", help: "download a tar archive and import it, checked against a signed SHA256SUMS", run: pullCmd})
+	register("pull", verb{usage: "pull [--verify signature|checksum|no] URL|docker://REGISTRY/REPO:TAG NAME",
+		help: "download a tar archive (checked against a signed SHA256SUMS) or an OCI image (checked against its digests) and make it a machine", run: pullCmd})
 }
 
 func pullCmd(e *env, args []string) int {

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-project/berth/internal/image"
 	"github.com/berth-project/berth/internal/parallel"
 	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/registry"
 )
 
 // Errors the service maps to its typed varlink errors.
@@ -54,6 +55,8 @@ type Manager struct {
 	Runtime Runtime
 	// StateDir records exports in progress (/run/berth/transfers in berthd).
 	StateDir string
+	// Registry pulls docker:// images; nil refuses them.
+	Registry *registry.Puller
 }
 
 func (m *Manager) image(name string, running map[string]bool, withSize bool) (*Image, error) {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/internal/registry"
 )
 
 // ErrDownload is a failed download.
@@ -74,7 +76,13 @@ var stallTimeout = 60 * time.Second
 // may not exceed the pool's free space, may not stall for a minute and
 // may not be redirected from https to http; whatever fails, and even if
 // berthd is killed, nothing is left.
+//
+// A docker:// reference is pulled from an OCI registry instead, every blob
+// checked against its digest whatever verify says.
 func (m *Manager) Pull(ctx context.Context, rawURL, name string, verify Verify, progress func(phase string, done, total int64)) (*Image, error) {
+	if strings.HasPrefix(rawURL, registry.Scheme) {
+		return m.pullImage(ctx, rawURL, name, progress)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%s: %w: not an http(s) URL", rawURL, ErrDownload)

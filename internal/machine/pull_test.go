@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/registry"
+	"github.com/berth-project/berth/internal/registry/registrytest"
 	"github.com/berth-project/berth/testbed"
 )
 
@@ -193,5 +196,42 @@ func TestPullLimits(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("a stall ended after %v", d)
+	}
+}
+
+// A docker:// image becomes a machine whose record names the manifest
+// digest it came from; a layer that reaches out of the image is refused
+// with nothing left in the pool.
+func TestPullImage(t *testing.T) {
+	host := registrytest.Serve(t, nil)
+	d := registrytest.Push(t, host, "os/base", registrytest.Layer(t, "etc/", "etc/os-release ID=oci", "usr/", "usr/lib/", "usr/lib/os-release ID=oci"))
+	m := newManager(t)
+	m.Registry = registrytest.Puller(t, host)
+	img, err := m.Pull(context.Background(), registry.Scheme+host+"/os/base:latest", "web", VerifySignature, func(string, int64, int64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := registry.Scheme + host + "/os/base@" + d.String(); img.Template != want {
+		t.Errorf("origin %q, want %q", img.Template, want)
+	}
+	if data, _ := os.ReadFile(filepath.Join(img.Path, "etc/os-release")); string(data) != "ID=oci" {
+		t.Errorf("etc/os-release: %q", data)
+	}
+
+	registrytest.Push(t, host, "os/evil", registrytest.Layer(t, "a/", "a/b/", "a/b/.wh..."))
+	_, err = m.Pull(context.Background(), registry.Scheme+host+"/os/evil:latest", "evil", VerifyChecksum, func(string, int64, int64) {})
+	var ue *archive.UnsafeError
+	if !errors.As(err, &ue) {
+		t.Errorf("escaping whiteout: %v", err)
+	}
+	if ents, _ := os.ReadDir(m.Pool.Dir); len(ents) != 2 { // web and berth's state
+		names := []string{}
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the pool holds %v", names)
+	}
+	if _, err := m.Pull(context.Background(), registry.Scheme+host+"/os/none:latest", "none", VerifyChecksum, func(string, int64, int64) {}); !errors.Is(err, ErrDownload) {
+		t.Errorf("missing image: %v", err)
 	}
 }

@@ -206,6 +206,32 @@ func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, allX
 		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
 	}
 	defer r.Close()
+	err = m.buildTree(name, func(tmp string) error {
+		if err := archive.Extract(ctx, r, tmp, archive.Options{Count: func(int64) { progress(cr.n, total) }, AllXattrs: allXattrs}); err != nil {
+			var ue *archive.UnsafeError
+			if errors.As(err, &ue) || errors.Is(err, context.Canceled) {
+				return err
+			}
+			if isNoSpace(err) {
+				return noSpace(err)
+			}
+			return fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
+		}
+		if err := r.Close(); err != nil {
+			return fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m.image(name, nil, false)
+}
+
+// buildTree makes machine name from what fill writes into a new, empty
+// tree under a temporary name, renamed into place when fill succeeds;
+// whatever fails, nothing is left in the pool.
+func (m *Manager) buildTree(name string, fill func(tmp string) error) (err error) {
 	tmp := m.Pool.TempPath(name)
 	defer func() {
 		if rerr := m.Pool.RemoveTree(tmp); rerr != nil {
@@ -213,25 +239,12 @@ func (m *Manager) ImportFrom(ctx context.Context, in *os.File, name string, allX
 		}
 	}()
 	if err := m.Pool.NewTree(tmp); err != nil {
-		return nil, err
+		return err
 	}
-	if err := archive.Extract(ctx, r, tmp, archive.Options{Count: func(int64) { progress(cr.n, total) }, AllXattrs: allXattrs}); err != nil {
-		var ue *archive.UnsafeError
-		if errors.As(err, &ue) || errors.Is(err, context.Canceled) {
-			return nil, err
-		}
-		if isNoSpace(err) {
-			return nil, noSpace(err)
-		}
-		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
+	if err := fill(tmp); err != nil {
+		return err
 	}
-	if err := r.Close(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", in.Name(), ErrBadArchive, err)
-	}
-	if err := m.commit(tmp, name); err != nil {
-		return nil, err
-	}
-	return m.image(name, nil, false)
+	return m.commit(tmp, name)
 }
 
 // ErrNoSpace is a file system that ran out of space or quota.

@@ -1263,6 +1263,12 @@ func (m Import_methods) Upgrade(ctx context.Context, c *varlink.Connection, file
 // /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
 // only, "no" nothing. Redirects from https to http are refused; the
 // download may not exceed the pool's free space or stall for a minute.
+// A url docker://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) pulls an OCI
+// image instead, with the credentials, CAs and insecure marks podman uses
+// as root; every blob is checked against its digest (whatever verify
+// says), cached by digest, and the layers are applied in order; the
+// machine's template is then docker://REGISTRY/REPOSITORY@DIGEST of the
+// image applied.
 // [Supports 'more' flag]
 type Pull_methods struct{}
 
@@ -1700,6 +1706,12 @@ func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, fileDescri
 // /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
 // only, "no" nothing. Redirects from https to http are refused; the
 // download may not exceed the pool's free space or stall for a minute.
+// A url docker://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) pulls an OCI
+// image instead, with the credentials, CAs and insecure marks podman uses
+// as root; every blob is checked against its digest (whatever verify
+// says), cached by digest, and the layers are applied in order; the
+// machine's template is then docker://REGISTRY/REPOSITORY@DIGEST of the
+// image applied.
 // [Supports 'more' flag]
 func (s *VarlinkInterface) Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Pull")
@@ -2016,6 +2028,12 @@ method Import(
 # /usr/lib/systemd/import-pubring.gpg); "checksum" checks the SHA-256
 # only, "no" nothing. Redirects from https to http are refused; the
 # download may not exceed the pool's free space or stall for a minute.
+# A url docker://REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) pulls an OCI
+# image instead, with the credentials, CAs and insecure marks podman uses
+# as root; every blob is checked against its digest (whatever verify
+# says), cached by digest, and the layers are applied in order; the
+# machine's template is then docker://REGISTRY/REPOSITORY@DIGEST of the
+# image applied.
 # [Supports 'more' flag]
 method Pull(
 	url: string,

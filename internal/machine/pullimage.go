@@ -1,0 +1,85 @@
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-project/berth/conf"
+	"github.com/berth-project/berth/internal/archive"
+	"github.com/berth-project/berth/internal/image"
+	"github.com/berth-project/berth/internal/registry"
+)
+
+// pullImage makes machine name from the OCI image ref
+// (docker://REGISTRY/REPO:TAG or @DIGEST), its layers applied in order
+// under a temporary name renamed into place when complete. Every layer is
+// checked against its digest; the manifest digest applied is recorded as
+// the machine's origin, where the tree cannot change it.
+func (m *Manager) pullImage(ctx context.Context, ref, name string, progress func(phase string, done, total int64)) (*Image, error) {
+	if m.Registry == nil {
+		return nil, fmt.Errorf("%s: %w: berthd has no image cache configured", ref, ErrDownload)
+	}
+	if err := conf.ValidateMachineName(name); err != nil {
+		return nil, err
+	}
+	unlock, err := m.claim(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var st unix.Statfs_t
+	limit := int64(-1)
+	if unix.Statfs(m.Pool.Dir, &st) == nil {
+		limit = int64(st.Bavail) * st.Bsize
+	}
+	var img *registry.Image
+	err = m.buildTree(name, func(tmp string) error {
+		img, err = m.Registry.Pull(ctx, ref, tmp, limit, progress)
+		return registryError(err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	f, err := m.Pool.OpenTree(m.Pool.Path(name))
+	if err != nil {
+		return nil, err
+	}
+	id, err := image.ID(f)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.recordMachine(name, id, img.Ref, time.Now()); err != nil {
+		return nil, err
+	}
+	return m.image(name, nil, false)
+}
+
+// registryError puts what a registry pull failed with in the terms of
+// Pull's other errors.
+func registryError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		de *registry.DigestError
+		pe *registry.PlatformError
+		ue *archive.UnsafeError
+	)
+	switch {
+	case errors.As(err, &de):
+		return &ChecksumError{URL: de.Ref, Expected: de.Expected, Actual: de.Actual}
+	case errors.As(err, &ue), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case isNoSpace(err):
+		return noSpace(err)
+	case errors.As(err, &pe), errors.Is(err, registry.ErrDownload), errors.Is(err, registry.ErrAuth),
+		errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrReference):
+		return fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	return fmt.Errorf("%w: %w", ErrBadArchive, err)
+}
