@@ -37,6 +37,9 @@ type Scenario struct {
 	// Check, if set, looks at each boot's result beyond its checks (the
 	// console, the journal); Boot calls it once per systemd.
 	Check func(t *testing.T, res *Result)
+	// Packages are installed beyond Packages, in a base of their own
+	// (cached like the others) for the scenarios that need them.
+	Packages []string
 }
 
 // Check is one assertion the scenario made.

@@ -51,7 +51,7 @@ var (
 	shared struct {
 		pool  *Pool
 		build string
-		bases map[string]string // System.Name → base
+		bases map[string]string // System.Name and extra packages → base
 		mu    sync.Mutex
 	}
 	sharedOnce sync.Once
@@ -97,14 +97,15 @@ func bootOn(t *testing.T, sys System, sc Scenario) *Result {
 	t.Helper()
 	ctx := context.Background()
 	shared.mu.Lock()
-	base, ok := shared.bases[sys.Name]
+	key := sys.Name + "\n" + strings.Join(sc.Packages, ",")
+	base, ok := shared.bases[key]
 	if !ok {
 		var err error
-		if base, err = shared.pool.BaseFor(ctx, sys); err != nil {
+		if base, err = shared.pool.BaseFor(ctx, sys, sc.Packages...); err != nil {
 			shared.mu.Unlock()
 			t.Fatalf("testbed: systemd %s: %v", sys.Name, err)
 		}
-		shared.bases[sys.Name] = base
+		shared.bases[key] = base
 	}
 	shared.mu.Unlock()
 	// Each boot first proves which systemd it runs.

@@ -79,7 +79,15 @@ func registryError(err error) error {
 		return noSpace(err)
 	case errors.As(err, &pe), errors.Is(err, registry.ErrDownload), errors.Is(err, registry.ErrAuth),
 		errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrReference):
-		return fmt.Errorf("%w: %w", ErrDownload, err)
+		return kindOf{ErrDownload, err}
 	}
-	return fmt.Errorf("%w: %w", ErrBadArchive, err)
+	return kindOf{ErrBadArchive, err}
 }
+
+// kindOf is err, which says what happened in its own words, marked as
+// one of Pull's kinds of failure for errors.Is.
+type kindOf struct{ kind, err error }
+
+func (k kindOf) Error() string        { return k.err.Error() }
+func (k kindOf) Unwrap() []error      { return []error{k.kind, k.err} }
+func (k kindOf) Is(target error) bool { return target == k.kind }

@@ -1,0 +1,184 @@
+//go:build testbed
+
+package varlinkd_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/berth-project/berth/testbed"
+)
+
+// testCA writes a CA and a server certificate for 127.0.0.1 and
+// localhost signed by it below root: the CA where podman and berth look
+// for a registry's own CA, the pair where docker-registry is told to
+// find it.
+func testCA(root string) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "berth test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	srv := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvDER, err := x509.CreateCertificate(rand.Reader, srv, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	files := map[string][]byte{
+		"etc/containers/certs.d/127.0.0.1:5000/ca.crt": caPEM,
+		"etc/docker/registry/server.crt":               pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		"etc/docker/registry/server.key":               pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+	for p, data := range files {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const registryConfig = `version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:5000
+  tls:
+    certificate: /etc/docker/registry/server.crt
+    key: /etc/docker/registry/server.key
+auth:
+  htpasswd:
+    realm: berth-test
+    path: /etc/docker/registry/htpasswd
+`
+
+// TestRegistryOnSystemd pulls through Debian's docker-registry, with TLS
+// from a test CA and htpasswd credentials (podman's login, read by
+// berthd), an image podman built in several layers with a deleted file
+// and an opaque directory; the machine matches podman's own view of the
+// image entry for entry, owners, modes and xattrs included, and runs
+// under systemd-nspawn@. A second image on the same base downloads only
+// its own layer; refusals leave nothing behind.
+func TestRegistryOnSystemd(t *testing.T) {
+	script := `
+R=127.0.0.1:5000
+M=/var/lib/machines
+fails_with() { local want=$1; shift; ! "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out || { cat /tmp/out; false; }; }
+# What an image holds, entry by entry: type, mode, owner, size, link
+# target, content, xattrs (directories' times change as layers apply).
+# The root directory's mode is the storage's (podman mounts it 0555), and
+# directory sizes are the file system's.
+treelist() { (cd "$1" && find . -mindepth 1 \( -type d -printf '%y %m %U %G %p\n' \) -o -printf '%y %m %U %G %s %p -> %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -mindepth 1 -print0 | sort -z | xargs -0 getfattr -P -d -m - -e hex 2>/dev/null); }
+nothing_left() { ls -A $M; find /var/cache/berth/blobs -name '.tmp-*'; test -z "$(ls -A $M | grep -v -x -e bb -e app -e app2 -e '.#berth' -e '.#app.lck')" && test -z "$(find /var/cache/berth/blobs -name '.tmp-*')"; }
+htpasswd -Bbn alice secret > /etc/docker/registry/htpasswd
+systemctl restart docker-registry
+check registry-up wait_until 20 sh -c "curl -s --cacert /etc/containers/certs.d/$R/ca.crt -o /dev/null -w '%{http_code}' https://$R/v2/ | grep -q 401"
+check podman-login podman login -u alice -p secret $R
+setfattr -n user.berth -v kept $M/bb/etc/deleteme-not
+tar --xattrs --xattrs-include='*' -C $M/bb -c . | podman import - localhost/bb >/dev/null
+printf 'FROM localhost/bb\nRUN rm /etc/deleteme\nRUN rm -rf /opq && mkdir /opq && echo new > /opq/new\nRUN echo added > /srv-added && chmod 4711 /srv-added && chown 1234:5678 /srv-added && ln -s /srv-added /srv-link\n' > /tmp/Containerfile
+printf 'FROM localhost/bb\nRUN echo other > /other\n' > /tmp/Containerfile2
+# chroot isolation needs no runtime inside the testbed; it may not raise
+# limits beyond what the testbed has.
+B="podman build --isolation=chroot --ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=$(ulimit -Hu):$(ulimit -Hu)"
+check podman-build $B -t $R/test/app:v1 -f /tmp/Containerfile /tmp
+check podman-build2 $B -t $R/test/other:v1 -f /tmp/Containerfile2 /tmp
+check podman-push podman push $R/test/app:v1
+check podman-push2 podman push $R/test/other:v1
+# podman's layers carry a whiteout and an opaque directory.
+podman save --format oci-archive -o /tmp/app.oci $R/test/app:v1
+mkdir /tmp/oci && tar -C /tmp/oci -xf /tmp/app.oci
+for b in /tmp/oci/blobs/sha256/*; do tar -tzf $b 2>/dev/null; done > /tmp/layer-entries
+check layers-have-whiteout grep -qx 'etc/.wh.deleteme' /tmp/layer-entries
+check layers-have-opaque grep -qx 'opq/.wh..wh..opq' /tmp/layer-entries
+systemctl start berthd.socket
+check berth-pull berth pull docker://$R/test/app:v1 app
+check origin-is-digest sh -c "berth show app | grep -q 'Template: docker://$R/test/app@sha256:'"
+check podman-mount sh -c "podman image mount $R/test/app:v1 > /tmp/podman-root"
+check same-as-podman diff <(treelist "$(cat /tmp/podman-root)") <(treelist $M/app)
+check deleted-file-gone test ! -e $M/app/etc/deleteme
+check xattr-kept sh -c "getfattr -n user.berth --only-values $M/app/etc/deleteme-not | grep -qx kept"
+check opaque-dir-emptied sh -c "test ! -e $M/app/opq/old && test ! -e $M/app/opq/sub && test -f $M/app/opq/new"
+blobs() { ls /var/cache/berth/blobs/sha256 | wc -l; }
+before=$(blobs)
+check berth-pull-shared-base varlinkctl call --more /run/berth/io.berth io.berth.Machine.Pull "{\"url\":\"docker://$R/test/other:v1\",\"name\":\"app2\"}"
+check one-new-blob test $(( $(blobs) - before )) -eq 1
+check other-file test "$(cat $M/app2/other)" = other
+# Runs under systemd-nspawn@ like any machine.
+printf '[Exec]\nBoot = false\nPrivateUsers = false\nParameters = ["/bin/sleep", "1000"]\n[Network]\nVirtualEthernet = false\n' > /etc/berth/machines/app.toml
+systemctl daemon-reload
+check pulled-machine-runs systemctl start systemd-nspawn@app.service
+check pulled-machine-active systemctl is-active systemd-nspawn@app.service
+# Refusals, each leaving nothing behind.
+check no-such-digest fails_with 'no such image' berth pull docker://$R/test/app@sha256:0000000000000000000000000000000000000000000000000000000000000000 x1
+check no-such-tag fails_with 'no such image' berth pull docker://$R/test/app:nope x2
+podman logout $R
+check no-credentials fails_with 'refused the credentials' berth pull docker://$R/test/app:v1 x3
+echo '{"auths":{"127.0.0.1:5000":{"auth":"'$(printf alice:wrong | base64)'"}}}' > /run/containers/0/auth.json
+check wrong-credentials fails_with 'refused the credentials' berth pull docker://$R/test/app:v1 x4
+rm /etc/containers/certs.d/$R/ca.crt
+podman login -u alice -p secret --tls-verify=false $R
+check unknown-ca fails_with 'certificate' berth pull docker://$R/test/app:v1 x5
+check nothing-left nothing_left
+`
+	testbed.Boot(t, testbed.Scenario{
+		Name:     "registry",
+		Packages: []string{"docker-registry", "podman", "apache2-utils", "curl"},
+		Files: map[string]string{
+			"/etc/docker/registry/config.yml": registryConfig,
+		},
+		Script:  script,
+		Timeout: 6 * time.Minute,
+		Prepare: func(root string) error {
+			if err := testbed.BusyboxMachine(root, "bb"); err != nil {
+				return err
+			}
+			bb := filepath.Join(root, "var/lib/machines/bb")
+			for p, content := range map[string]string{"etc/deleteme": "old\n", "etc/deleteme-not": "kept\n", "opq/old": "old\n", "opq/sub/older": "old\n"} {
+				os.MkdirAll(filepath.Dir(filepath.Join(bb, p)), 0o755)
+				if err := os.WriteFile(filepath.Join(bb, p), []byte(content), 0o644); err != nil {
+					return err
+				}
+			}
+			return testCA(root)
+		},
+	})
+}
