@@ -115,6 +115,15 @@ func replyPullError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, ur
 	return replyTransferError(ctx, c, name, url, err)
 }
 
+// replyPublishError maps what Publish failed with: the registry's
+// refusals, else what reading the image can fail with.
+func replyPublishError(ctx context.Context, c *ioberthmachine.VarlinkCall, name, ref string, err error) error {
+	if errors.Is(err, machine.ErrDownload) {
+		return c.ReplyPublishFailed(ctx, ref, err.Error())
+	}
+	return replyTransferError(ctx, c, name, ref, err)
+}
+
 // replyPoolError maps errors of the pool and its caches.
 func replyPoolError(ctx context.Context, c *ioberthpool.VarlinkCall, path string, err error) error {
 	if errors.Is(err, template.ErrBusy) {

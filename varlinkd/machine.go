@@ -247,6 +247,34 @@ func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall
 	return c.ReplyExport(ctx, nil, path, &size)
 }
 
+func (mi *machineIface) Publish(ctx context.Context, c ioberthmachine.VarlinkCall, name, ref string, compression *string, interactive *bool) error {
+	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
+		return err
+	}
+	f := archive.Zstd
+	if compression != nil {
+		f = archive.Format(*compression)
+	}
+	if f != archive.Zstd && f != archive.Gzip {
+		return c.ReplyInvalidParameter(ctx, "compression")
+	}
+	done := mi.s.operation("Publishing " + name + "...")
+	defer done()
+	opCtx, cancel := hangup(ctx, &c.Call)
+	defer cancel()
+	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
+		return c.ReplyPublish(ctx, p, nil, nil, nil)
+	}}
+	pushed, err := mi.s.Machines.Publish(opCtx, name, ref, f, st.report)
+	c.Continues = false
+	if err != nil {
+		mi.s.Log.Infof("publish %s: %v", name, err)
+		return replyPublishError(ctx, &c, name, ref, err)
+	}
+	mi.s.Log.Infof("%s published as %s (%d bytes sent)", name, pushed.Ref, pushed.Sent)
+	return c.ReplyPublish(ctx, nil, &pushed.Ref, &pushed.Digest, &pushed.Sent)
+}
+
 func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, fdIndex *int64, path *string, name string, allXattrs, interactive *bool) error {
 	fds := c.RequestFDs()
 	defer closeFiles(fds)

@@ -98,20 +98,13 @@ auth:
 // under systemd-nspawn@. A second image on the same base downloads only
 // its own layer; refusals leave nothing behind.
 func TestRegistryOnSystemd(t *testing.T) {
-	script := `
-R=127.0.0.1:5000
-M=/var/lib/machines
-fails_with() { local want=$1; shift; ! "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out || { cat /tmp/out; false; }; }
+	script := registryUp + `
 # What an image holds, entry by entry: type, mode, owner, size, link
 # target, content, xattrs (directories' times change as layers apply).
 # The root directory's mode is the storage's (podman mounts it 0555), and
 # directory sizes are the file system's.
 treelist() { (cd "$1" && find . -mindepth 1 \( -type d -printf '%y %m %U %G %p\n' \) -o -printf '%y %m %U %G %s %p -> %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -mindepth 1 -print0 | sort -z | xargs -0 getfattr -P -d -m - -e hex 2>/dev/null); }
 nothing_left() { ls -A $M; find /var/cache/berth/blobs -name '.tmp-*'; test -z "$(ls -A $M | grep -v -x -e bb -e app -e app2 -e '.#berth' -e '.#app.lck')" && test -z "$(find /var/cache/berth/blobs -name '.tmp-*')"; }
-htpasswd -Bbn alice secret > /etc/docker/registry/htpasswd
-systemctl restart docker-registry
-check registry-up wait_until 20 sh -c "curl -s --cacert /etc/containers/certs.d/$R/ca.crt -o /dev/null -w '%{http_code}' https://$R/v2/ | grep -q 401"
-check podman-login podman login -u alice -p secret $R
 setfattr -n user.berth -v kept $M/bb/etc/deleteme-not
 tar --xattrs --xattrs-include='*' -C $M/bb -c . | podman import - localhost/bb >/dev/null
 printf 'FROM localhost/bb\nRUN rm /etc/deleteme\nRUN rm -rf /opq && mkdir /opq && echo new > /opq/new\nRUN echo added > /srv-added && chmod 4711 /srv-added && chown 1234:5678 /srv-added && ln -s /srv-added /srv-link\n' > /tmp/Containerfile
@@ -159,20 +152,90 @@ podman login -u alice -p secret --tls-verify=false $R
 check unknown-ca fails_with 'certificate' berth pull docker://$R/test/app:v1 x5
 check nothing-left nothing_left
 `
-	testbed.Boot(t, testbed.Scenario{
-		Name:     "registry",
-		Packages: []string{"docker-registry", "podman", "apache2-utils", "curl"},
-		Files: map[string]string{
-			"/etc/docker/registry/config.yml": registryConfig,
-		},
-		Script:  script,
-		Timeout: 6 * time.Minute,
+	testbed.Boot(t, registryScenario("registry", script, map[string]string{
+		"etc/deleteme": "old\n", "etc/deleteme-not": "kept\n", "opq/old": "old\n", "opq/sub/older": "old\n"}))
+}
+
+// TestPublishOnSystemd publishes a template and a clone of it to Debian's
+// docker-registry: the clone sends a fraction of the template's bytes,
+// berth and podman pull it back and find the clone, and on systemd 262
+// importctl pull-oci takes it too.
+func TestPublishOnSystemd(t *testing.T) {
+	script := registryUp + `
+systemctl start berthd.socket
+btrfs -q subvolume create $M/tb && cp -a $M/bb/. $M/tb/ && head -c 3000000 /dev/urandom > $M/tb/usr/lib/blob
+check adopt berth template adopt tb
+check clone berth clone tb web
+echo web > $M/web/etc/hostname; rm $M/web/etc/deleteme; mkdir -p $M/web/srv && echo hello > $M/web/srv/index.html
+printf '[Exec]\nBoot = false\nParameters = ["/bin/sh", "-c", "cat /srv/index.html"]\nEnvironment = { GREETING = "hi" }\nWorkingDirectory = "/srv"\n' > /etc/berth/machines/web.toml
+check publish-template sh -c "berth publish --json tb $R/test/tb:1 > /tmp/tb.json"
+check publish-clone sh -c "berth publish --json web docker://$R/test/web:1 > /tmp/web.json"
+sent() { sed -n 's/.*"sent": *\([0-9]*\).*/\1/p' $1; }
+check clone-sends-a-tenth test $(( $(sent /tmp/web.json) * 10 )) -lt $(sent /tmp/tb.json)
+check berth-pulls-it berth pull docker://$R/test/web:1 web2
+check same-tree bash -c "diff <(cd $M/web && find . -printf '%y %m %U %G %s %p\\n' | sort) <(cd $M/web2 && find . -printf '%y %m %U %G %s %p\\n' | sort)"
+check podman-pulls-it podman pull $R/test/web:1
+check podman-config sh -c "podman image inspect --format '{{json .Config}}' $R/test/web:1 | grep -q GREETING=hi"
+check podman-tree sh -c "test \"\$(cat \$(podman image mount $R/test/web:1)/srv/index.html)\" = hello"
+# crun may not join a session keyring inside the testbed's container.
+printf '[containers]\nkeyring = false\n' > /etc/containers/containers.conf
+check podman-runs-it sh -c "podman run --rm --network=host --cgroups=disabled $R/test/web:1 | grep -qx hello"
+check gzip-layers berth publish --compression gzip web $R/test/web:gzip
+check wrong-credentials sh -c "podman logout $R; echo '{\"auths\":{\"$R\":{\"auth\":\"'\$(printf alice:wrong | base64)'\"}}}' > /run/containers/0/auth.json; ! berth publish web $R/test/web:2 2>/tmp/err; grep -q 'refused the credentials' /tmp/err"
+if [ "$SYSTEMD_VERSION" -ge 262 ]; then
+	# importd reaches registries with the system's CAs and no credentials:
+	# a second registry, without auth, on port 5001.
+	mkdir -p /etc/containers/certs.d/127.0.0.1:5001 && cp /etc/containers/certs.d/$R/ca.crt /etc/containers/certs.d/127.0.0.1:5001/
+	cp /etc/containers/certs.d/$R/ca.crt /usr/local/share/ca-certificates/berth-test.crt
+	update-ca-certificates >/dev/null
+	sed -e 's/5000/5001/' -e '/^auth:/,$d' -e 's|/var/lib/docker-registry|/var/lib/docker-registry2|' /etc/docker/registry/config.yml > /tmp/noauth.yml
+	systemd-run --unit=registry2 /usr/bin/docker-registry serve /tmp/noauth.yml
+	check registry2-up wait_until 20 curl -sf https://127.0.0.1:5001/v2/
+	check publish-noauth berth publish --compression gzip web 127.0.0.1:5001/test/web:1
+	check publish-noauth-zstd berth publish web 127.0.0.1:5001/test/web:zstd
+	check importctl-pull-oci importctl pull-oci --class=machine 127.0.0.1:5001/test/web:1 webi
+	# importd turns the image config into webi.nspawn: what berth put there.
+	check importd-reads-config sh -c "grep -qx 'WorkingDirectory=/srv' $M/webi.nspawn && grep -qx 'Environment=GREETING=hi' $M/webi.nspawn && grep -q '^Parameters=/bin/sh -c' $M/webi.nspawn"
+	check importctl-zstd importctl pull-oci --class=machine 127.0.0.1:5001/test/web:zstd webz
+	# An image mount stack runs with user namespaces off or managed (which
+	# this kernel cannot allocate); that is a privileged setting, so it
+	# goes in a trusted copy of importd's file.
+	mkdir -p /etc/systemd/nspawn
+	{ cat $M/webi.nspawn; printf '[Exec]\nPrivateUsers=no\n[Network]\nVirtualEthernet=no\n'; } > /etc/systemd/nspawn/webi.nspawn
+	check importd-machine-starts systemctl start systemd-nspawn@webi.service
+	check importd-machine-ran-command wait_until 10 sh -c "journalctl -u systemd-nspawn@webi.service -o cat | grep -qx hello"
+fi
+`
+	testbed.Boot(t, registryScenario("publish", script, map[string]string{"etc/deleteme": "x\n"}))
+}
+
+// registryUp starts the registry with htpasswd credentials (alice,
+// secret) and logs podman, and so berthd, in.
+const registryUp = `
+R=127.0.0.1:5000
+M=/var/lib/machines
+fails_with() { local want=$1; shift; ! "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out || { cat /tmp/out; false; }; }
+htpasswd -Bbn alice secret > /etc/docker/registry/htpasswd
+systemctl restart docker-registry
+check registry-up wait_until 20 sh -c "curl -s --cacert /etc/containers/certs.d/$R/ca.crt -o /dev/null -w '%{http_code}' https://$R/v2/ | grep -q 401"
+check podman-login podman login -u alice -p secret $R
+`
+
+// registryScenario boots with Debian's docker-registry, podman and the
+// test CA, and the busybox machine bb with files added.
+func registryScenario(name, script string, files map[string]string) testbed.Scenario {
+	return testbed.Scenario{
+		Name:     name,
+		Packages: []string{"docker-registry", "podman", "apache2-utils", "curl", "ca-certificates"},
+		Files:    map[string]string{"/etc/docker/registry/config.yml": registryConfig},
+		Script:   script,
+		Timeout:  6 * time.Minute,
 		Prepare: func(root string) error {
 			if err := testbed.BusyboxMachine(root, "bb"); err != nil {
 				return err
 			}
 			bb := filepath.Join(root, "var/lib/machines/bb")
-			for p, content := range map[string]string{"etc/deleteme": "old\n", "etc/deleteme-not": "kept\n", "opq/old": "old\n", "opq/sub/older": "old\n"} {
+			for p, content := range files {
 				os.MkdirAll(filepath.Dir(filepath.Join(bb, p)), 0o755)
 				if err := os.WriteFile(filepath.Join(bb, p), []byte(content), 0o644); err != nil {
 					return err
@@ -180,5 +243,5 @@ check nothing-left nothing_left
 			}
 			return testCA(root)
 		},
-	})
+	}
 }

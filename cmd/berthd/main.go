@@ -69,7 +69,7 @@ func run(listen, poolDir, cacheDir string, idle time.Duration) error {
 	}
 	tm := &template.Manager{Pool: p, CacheDir: cacheDir}
 	mm := &machine.Manager{Pool: p, Runtime: &machine.Machined{}, StateDir: "/run/berth/transfers",
-		Registry: &registry.Puller{Config: registry.DefaultConfig, CacheDir: cacheDir}}
+		Registry: &registry.Client{Config: registry.DefaultConfig, CacheDir: cacheDir}}
 	for _, err := range append(tm.Recover(), mm.Recover()...) {
 		log.Errorf("%v", err)
 	}

@@ -23,34 +23,55 @@ import (
 // that changes meanwhile cannot make it read outside. Sockets are left
 // out: tar cannot hold them.
 func Write(ctx context.Context, root *os.File, w io.Writer, o Options) error {
-	// archive/tar writes every 512-byte block on its own; batched, a
-	// header costs the compressor's pipe one write in hundreds, as GNU
-	// tar's records do.
-	bw := bufio.NewWriterSize(w, 256<<10)
-	tw := tar.NewWriter(bw)
-	links := map[[2]uint64]string{} // (dev, ino) → first name, for hard links
-	var done int64
+	out := newTarOut(w, &o)
 	err := image.Walk(root, func(e *image.Entry) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n, err := writeEntry(ctx, tw, e, links, &o)
-		if err != nil {
-			return fmt.Errorf("%s: %w", e.Path, err)
-		}
-		if n > 0 {
-			done += n
-			o.count(done)
-		}
-		return nil
+		return out.add(ctx, e)
 	})
 	if err != nil {
 		return err
 	}
-	if err := tw.Close(); err != nil {
+	return out.close()
+}
+
+// tarOut is a tar stream being written from a walk.
+type tarOut struct {
+	bw    *bufio.Writer
+	tw    *tar.Writer
+	links map[[2]uint64]string // (dev, ino) → first name, for hard links
+	done  int64
+	o     *Options
+}
+
+func newTarOut(w io.Writer, o *Options) *tarOut {
+	// archive/tar writes every 512-byte block on its own; batched, a
+	// header costs the compressor's pipe one write in hundreds, as GNU
+	// tar's records do.
+	bw := bufio.NewWriterSize(w, 256<<10)
+	return &tarOut{bw: bw, tw: tar.NewWriter(bw), links: map[[2]uint64]string{}, o: o}
+}
+
+// add writes entry e, counting its data.
+func (t *tarOut) add(ctx context.Context, e *image.Entry) error {
+	n, err := writeEntry(ctx, t.tw, e, t.links, t.o)
+	if err != nil {
+		return fmt.Errorf("%s: %w", e.Path, err)
+	}
+	if n > 0 {
+		t.done += n
+		t.o.count(t.done)
+	}
+	return nil
+}
+
+// close ends the stream.
+func (t *tarOut) close() error {
+	if err := t.tw.Close(); err != nil {
 		return err
 	}
-	return bw.Flush()
+	return t.bw.Flush()
 }
 
 // writeEntry writes one entry and returns the bytes of its data.

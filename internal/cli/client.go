@@ -97,6 +97,7 @@ func explainMachine(err error) (string, bool) {
 		bfd *ioberthmachine.BadFileDescriptor
 		nsp *ioberthmachine.NoSpace
 		bs  *ioberthmachine.BadSignature
+		pbf *ioberthmachine.PublishFailed
 	)
 	switch {
 	case errors.As(err, &bs):
@@ -109,6 +110,8 @@ func explainMachine(err error) (string, bool) {
 		return fmt.Sprintf("no space left for %s; nothing was kept", nsp.Path), true
 	case errors.As(err, &df):
 		return fmt.Sprintf("download failed: %s", df.Reason), true
+	case errors.As(err, &pbf):
+		return fmt.Sprintf("publish to %s failed: %s", pbf.Reference, pbf.Reason), true
 	case errors.As(err, &cm):
 		if cm.Expected == "" {
 			return fmt.Sprintf("%s has no entry in the SHA256SUMS next to it; nothing was imported (--verify no skips the check)", cm.Url), true

@@ -191,6 +191,50 @@ func pullCmd(e *env, args []string) int {
 	})
 }
 
+func init() {
+	register("publish", verb{usage: "publish [--compression zstd|gzip] NAME [docker://]REGISTRY/REPO:TAG",
+		help: "push a template or machine to an OCI registry (a clone as its template's layer and its changes)", run: publishCmd})
+}
+
+type published struct {
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+	Sent      int64  `json:"sent"`
+}
+
+func publishCmd(e *env, args []string) int {
+	fs := e.flags("publish")
+	comp := fs.String("compression", "zstd", "zstd or gzip layers (gzip for clients that lack zstd)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
+		interactive := isTerminal(os.Stdin)
+		recv, err := ioberthmachine.Publish().Send(ctx, c, varlink.More, fs.Arg(0), fs.Arg(1), comp, &interactive)
+		if err != nil {
+			return err
+		}
+		res, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *published, uint64, error) {
+			p, ref, digest, sent, flags, err := recv(ctx)
+			if ref == nil || digest == nil || sent == nil {
+				return p, nil, flags, err
+			}
+			return p, &published{*ref, *digest, *sent}, flags, err
+		})
+		if err != nil || res == nil {
+			return err
+		}
+		if *asJSON {
+			printJSON(e.stdout, res)
+		} else {
+			fmt.Fprintf(e.stdout, "%s published as %s (%.1f MB sent)\n", fs.Arg(0), res.Reference, float64(res.Sent)/1e6)
+		}
+		return nil
+	})
+}
+
 func printImage(e *env, asJSON bool, img *ioberthmachine.ImageInfo, verb string) {
 	if asJSON {
 		printJSON(e.stdout, img)

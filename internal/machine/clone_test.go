@@ -17,13 +17,27 @@ import (
 // its templates).
 func template(t *testing.T, p *pool.Pool, name, id string) {
 	t.Helper()
+	templateWith(t, p, name, map[string][]byte{"etc/machine-id": []byte(id)})
+}
+
+// templateWith makes a read-only template of files (path → content;
+// etc/machine-id 0444, as berth leaves it).
+func templateWith(t *testing.T, p *pool.Pool, name string, files map[string][]byte) {
+	t.Helper()
 	if err := p.NewTree(p.Path(name)); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(p.Path(name), "etc"), 0o755)
-	mid := filepath.Join(p.Path(name), "etc/machine-id")
-	os.WriteFile(mid, []byte(id), 0o444)
-	os.Chmod(mid, 0o444)
+	for rel, data := range files {
+		full := filepath.Join(p.Path(name), rel)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		mode := os.FileMode(0o644)
+		if rel == "etc/machine-id" {
+			mode = 0o444
+		}
+		if err := os.WriteFile(full, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f, err := p.OpenTree(p.Path(name))
 	if err != nil {
 		t.Fatal(err)

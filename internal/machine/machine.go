@@ -56,7 +56,7 @@ type Manager struct {
 	// StateDir records exports in progress (/run/berth/transfers in berthd).
 	StateDir string
 	// Registry pulls docker:// images; nil refuses them.
-	Registry *registry.Puller
+	Registry *registry.Client
 }
 
 func (m *Manager) image(name string, running map[string]bool, withSize bool) (*Image, error) {
@@ -187,6 +187,17 @@ func (m *Manager) Clone(ctx context.Context, tmpl, name string) (_ *Image, err e
 		return nil, err
 	}
 	return m.image(name, nil, false)
+}
+
+// treeID is the ID of the tree at path (its subvolume UUID), which the
+// pool's records are tied to.
+func (m *Manager) treeID(path string) (string, error) {
+	f, err := m.Pool.OpenTree(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return image.ID(f)
 }
 
 // recordMachine notes that the tree id, machine name, came from template

@@ -206,7 +206,7 @@ func TestPullImage(t *testing.T) {
 	host := registrytest.Serve(t, nil)
 	d := registrytest.Push(t, host, "os/base", registrytest.Layer(t, "etc/", "etc/os-release ID=oci", "usr/", "usr/lib/", "usr/lib/os-release ID=oci"))
 	m := newManager(t)
-	m.Registry = registrytest.Puller(t, host)
+	m.Registry = registrytest.Client(t, host)
 	img, err := m.Pull(context.Background(), registry.Scheme+host+"/os/base:latest", "web", VerifySignature, func(string, int64, int64) {})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/internal/archive"
-	"github.com/berth-project/berth/internal/image"
 	"github.com/berth-project/berth/internal/registry"
 )
 
@@ -21,7 +20,7 @@ import (
 // the machine's origin, where the tree cannot change it.
 func (m *Manager) pullImage(ctx context.Context, ref, name string, progress func(phase string, done, total int64)) (*Image, error) {
 	if m.Registry == nil {
-		return nil, fmt.Errorf("%s: %w: berthd has no image cache configured", ref, ErrDownload)
+		return nil, kindOf{ErrDownload, fmt.Errorf("%s: berthd has no image cache configured", ref)}
 	}
 	if err := conf.ValidateMachineName(name); err != nil {
 		return nil, err
@@ -44,12 +43,7 @@ func (m *Manager) pullImage(ctx context.Context, ref, name string, progress func
 	if err != nil {
 		return nil, err
 	}
-	f, err := m.Pool.OpenTree(m.Pool.Path(name))
-	if err != nil {
-		return nil, err
-	}
-	id, err := image.ID(f)
-	f.Close()
+	id, err := m.treeID(m.Pool.Path(name))
 	if err != nil {
 		return nil, err
 	}

@@ -88,18 +88,11 @@ func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, forma
 		return 0, err
 	}
 	defer unlock()
-	src := img.Path
-	if img.Running {
-		if img.Type != "subvolume" {
-			return 0, fmt.Errorf("%s: a running machine can be exported consistently only from btrfs: %w", name, ErrRunning)
-		}
-		snap := m.Pool.TempPath(name + "-export")
-		if err := m.Pool.CopyTree(img.Path, snap); err != nil {
-			return 0, err
-		}
-		defer m.Pool.RemoveTree(snap)
-		src = snap
+	src, done, err := m.stable(img)
+	if err != nil {
+		return 0, err
 	}
+	defer done()
 	tree, err := m.Pool.OpenTree(src)
 	if err != nil {
 		return 0, err
@@ -152,6 +145,22 @@ func (m *Manager) ExportTo(ctx context.Context, name string, out *os.File, forma
 		return 0, err
 	}
 	return end - start, nil
+}
+
+// stable is where img's tree can be read without it changing meanwhile:
+// its own path, or for a running machine a snapshot, removed by done.
+func (m *Manager) stable(img *Image) (path string, done func(), err error) {
+	if !img.Running {
+		return img.Path, func() {}, nil
+	}
+	if img.Type != "subvolume" {
+		return "", nil, fmt.Errorf("%s: a running machine can be read consistently only from btrfs: %w", img.Name, ErrRunning)
+	}
+	snap := m.Pool.TempPath(img.Name + "-read")
+	if err := m.Pool.CopyTree(img.Path, snap); err != nil {
+		return "", nil, err
+	}
+	return snap, func() { m.Pool.RemoveTree(snap) }, nil
 }
 
 // Import makes machine name from the archive file src, a path of berthd's

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -74,8 +75,8 @@ func ParseRef(s string) (name.Reference, error) {
 	return ref, nil
 }
 
-// Puller pulls images.
-type Puller struct {
+// Client pulls images from registries and pushes them.
+type Client struct {
 	Config Config
 	// CacheDir keeps blobs as blobs/sha256/HEX, shared by every image.
 	CacheDir string
@@ -95,7 +96,7 @@ type Image struct {
 // Pull resolves rawRef, fetches the image's layers into the cache (those
 // it lacks), checks each against its digest and applies them in order to
 // dir, an empty directory. limit bounds the bytes downloaded (< 0: none).
-func (p *Puller) Pull(ctx context.Context, rawRef, dir string, limit int64, progress func(phase string, done, total int64)) (*Image, error) {
+func (p *Client) Pull(ctx context.Context, rawRef, dir string, limit int64, progress func(phase string, done, total int64)) (*Image, error) {
 	ref, err := ParseRef(rawRef)
 	if err != nil {
 		return nil, err
@@ -147,26 +148,10 @@ func (p *Puller) Pull(ctx context.Context, rawRef, dir string, limit int64, prog
 
 // resolve fetches the manifest rawRef names and, for an index, picks the
 // image for the platform.
-func (p *Puller) resolve(ctx context.Context, rawRef string, ref name.Reference) (v1.Image, v1.Hash, error) {
-	reg := ref.Context().RegistryStr()
-	insecure, err := p.Config.Insecure(reg)
+func (p *Client) resolve(ctx context.Context, rawRef string, ref name.Reference) (v1.Image, v1.Hash, error) {
+	ref, opts, err := p.options(ctx, rawRef, ref, nil)
 	if err != nil {
 		return nil, v1.Hash{}, err
-	}
-	if insecure {
-		if ref, err = name.ParseReference(strings.TrimPrefix(rawRef, Scheme), name.Insecure); err != nil {
-			return nil, v1.Hash{}, fmt.Errorf("%q: %w: %v", rawRef, ErrReference, err)
-		}
-	}
-	tr, err := p.Config.Transport(reg, insecure)
-	if err != nil {
-		return nil, v1.Hash{}, err
-	}
-	opts := []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithTransport(tr),
-		remote.WithAuthFromKeychain(p.Config.Keychain(ref.Context().Name())),
-		remote.WithUserAgent("berth"),
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
@@ -208,7 +193,36 @@ func (p *Puller) resolve(ctx context.Context, rawRef string, ref name.Reference)
 	return nil, v1.Hash{}, &PlatformError{Ref: rawRef, Platform: plat.String(), Available: avail}
 }
 
-func (p *Puller) platform() v1.Platform {
+// options are how to reach ref's registry: the reference (marked
+// insecure where registries.conf says so), TLS, credentials, and wrap
+// around the transport if given.
+func (p *Client) options(ctx context.Context, rawRef string, ref name.Reference, wrap func(http.RoundTripper) http.RoundTripper) (name.Reference, []remote.Option, error) {
+	reg := ref.Context().RegistryStr()
+	insecure, err := p.Config.Insecure(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if insecure {
+		if ref, err = name.ParseReference(strings.TrimPrefix(rawRef, Scheme), name.Insecure); err != nil {
+			return nil, nil, fmt.Errorf("%q: %w: %v", rawRef, ErrReference, err)
+		}
+	}
+	var tr http.RoundTripper
+	if tr, err = p.Config.Transport(reg, insecure); err != nil {
+		return nil, nil, err
+	}
+	if wrap != nil {
+		tr = wrap(tr)
+	}
+	return ref, []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(tr),
+		remote.WithAuthFromKeychain(p.Config.Keychain(ref.Context().Name())),
+		remote.WithUserAgent("berth"),
+	}, nil
+}
+
+func (p *Client) platform() v1.Platform {
 	if p.Platform != nil {
 		return *p.Platform
 	}
@@ -220,7 +234,7 @@ func (p *Puller) platform() v1.Platform {
 }
 
 // fail names what the registry said in berth's terms.
-func (p *Puller) fail(rawRef string, err error) error {
+func (p *Client) fail(rawRef string, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch te.StatusCode {
@@ -237,7 +251,7 @@ func (p *Puller) fail(rawRef string, err error) error {
 }
 
 // blobPath is where the cache keeps a blob.
-func (p *Puller) blobPath(d v1.Hash) (string, error) {
+func (p *Client) blobPath(d v1.Hash) (string, error) {
 	if d.Algorithm != "sha256" || len(d.Hex) != 64 || strings.Trim(d.Hex, "0123456789abcdef") != "" {
 		return "", fmt.Errorf("%w: unsupported digest %q", ErrDownload, d.String())
 	}
@@ -249,7 +263,7 @@ func (p *Puller) blobPath(d v1.Hash) (string, error) {
 // The blob is written under a temporary name and renamed once its SHA-256
 // is the digest the manifest names, so the cache holds only whole,
 // checked blobs.
-func (p *Puller) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawRef string, l v1.Layer, limit *int64, progress func(int64)) (_ string, fetched int64, err error) {
+func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawRef string, l v1.Layer, limit *int64, progress func(int64)) (_ string, fetched int64, err error) {
 	d, err := l.Digest()
 	if err != nil {
 		return "", 0, p.fail(rawRef, err)

@@ -28,7 +28,7 @@ var (
 	layer  = registrytest.Layer
 	serve  = registrytest.Serve
 	push   = registrytest.Push
-	puller = registrytest.Puller
+	puller = registrytest.Client
 )
 
 func files(t *testing.T, dir string) []string {
@@ -166,7 +166,7 @@ func TestPullStall(t *testing.T) {
 	checkEmptyCache(t, p)
 }
 
-func checkEmptyCache(t *testing.T, p *registry.Puller) {
+func checkEmptyCache(t *testing.T, p *registry.Client) {
 	t.Helper()
 	ents, _ := os.ReadDir(filepath.Join(p.CacheDir, "blobs", "sha256"))
 	if len(ents) != 0 {

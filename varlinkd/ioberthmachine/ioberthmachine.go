@@ -66,6 +66,18 @@ func (e SnapshotExists) Error() string {
 	return s
 }
 
+// The registry refused or failed the upload.
+type PublishFailed struct {
+	Reference string `json:"reference"`
+	Reason    string `json:"reason"`
+}
+
+func (e PublishFailed) Error() string {
+	s := "io.berth.Machine.PublishFailed"
+	s += fmt.Sprintf("(Reference: %v, Reason: %v)", e.Reference, e.Reason)
+	return s
+}
+
 // The download failed.
 type DownloadFailed struct {
 	Url    string `json:"url"`
@@ -301,6 +313,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param SnapshotExists
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.berth.Machine.PublishFailed":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param PublishFailed
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -1345,6 +1368,99 @@ func (m Pull_methods) Upgrade(ctx context.Context, c *varlink.Connection, url_in
 	}, nil
 }
 
+// Push an image of the pool, template or machine, to an OCI registry as
+// reference REGISTRY/REPOSITORY:TAG (docker:// may lead it), with the
+// credentials, CAs and insecure marks podman uses as root. A machine
+// cloned from a template goes as the template's layer (the same blob for
+// every clone: the registry has it after the first) and a layer of what
+// the clone changed. compression is "zstd" (the default) or "gzip". The
+// image config runs what the machine's file says ([Exec] Parameters, or
+// /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+// with the reference by digest and the bytes sent.
+// [Supports 'more' flag]
+type Publish_methods struct{}
+
+func Publish() Publish_methods { return Publish_methods{} }
+
+func (m Publish_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, reference_in_, compression_in_, allowInteractiveAuthentication_in_)
+	if err_ != nil {
+		return
+	}
+	progress_out_, published_out_, digest_out_, sent_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Publish_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *string, *int64, uint64, error), error) {
+	var in struct {
+		Name                           string  `json:"name"`
+		Reference                      string  `json:"reference"`
+		Compression                    *string `json:"compression,omitempty"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Name = name_in_
+	in.Reference = reference_in_
+	in.Compression = compression_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Send(ctx, "io.berth.Machine.Publish", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, flags uint64, err error) {
+		var out struct {
+			Progress  *Progress `json:"progress,omitempty"`
+			Published *string   `json:"published,omitempty"`
+			Digest    *string   `json:"digest,omitempty"`
+			Sent      *int64    `json:"sent,omitempty"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		progress_out_ = out.Progress
+		published_out_ = out.Published
+		digest_out_ = out.Digest
+		sent_out_ = out.Sent
+		return
+	}, nil
+}
+
+func (m Publish_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name                           string  `json:"name"`
+		Reference                      string  `json:"reference"`
+		Compression                    *string `json:"compression,omitempty"`
+		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+	}
+	in.Name = name_in_
+	in.Reference = reference_in_
+	in.Compression = compression_in_
+	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
+	receive, err := c.Upgrade(ctx, "io.berth.Machine.Publish", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Progress  *Progress `json:"progress,omitempty"`
+			Published *string   `json:"published,omitempty"`
+			Digest    *string   `json:"digest,omitempty"`
+			Sent      *int64    `json:"sent,omitempty"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		progress_out_ = out.Progress
+		published_out_ = out.Published
+		digest_out_ = out.Digest
+		sent_out_ = out.Sent
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type ioberthmachineInterface interface {
@@ -1360,6 +1476,7 @@ type ioberthmachineInterface interface {
 	Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
 	Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
 	Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error
+	Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, allowInteractiveAuthentication_ *bool) error
 }
 
 // Generated service object with all methods
@@ -1382,6 +1499,14 @@ func (c *VarlinkCall) ReplySnapshotExists(ctx context.Context, name_ string, sna
 	out.Name = name_
 	out.Snapshot = snapshot_
 	return c.ReplyError(ctx, "io.berth.Machine.SnapshotExists", &out)
+}
+
+// The registry refused or failed the upload.
+func (c *VarlinkCall) ReplyPublishFailed(ctx context.Context, reference_ string, reason_ string) error {
+	var out PublishFailed
+	out.Reference = reference_
+	out.Reason = reason_
+	return c.ReplyError(ctx, "io.berth.Machine.PublishFailed", &out)
 }
 
 // The download failed.
@@ -1617,6 +1742,20 @@ func (c *VarlinkCall) ReplyPull(ctx context.Context, progress_ *Progress, machin
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyPublish(ctx context.Context, progress_ *Progress, published_ *string, digest_ *string, sent_ *int64) error {
+	var out struct {
+		Progress  *Progress `json:"progress,omitempty"`
+		Published *string   `json:"published,omitempty"`
+		Digest    *string   `json:"digest,omitempty"`
+		Sent      *int64    `json:"sent,omitempty"`
+	}
+	out.Progress = progress_
+	out.Published = published_
+	out.Digest = digest_
+	out.Sent = sent_
+	return c.Reply(ctx, &out)
+}
+
 // Generated dummy implementations for all varlink methods
 
 // Make a writable machine from a template: a btrfs snapshot (nested
@@ -1715,6 +1854,20 @@ func (s *VarlinkInterface) Import(ctx context.Context, c VarlinkCall, fileDescri
 // [Supports 'more' flag]
 func (s *VarlinkInterface) Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Pull")
+}
+
+// Push an image of the pool, template or machine, to an OCI registry as
+// reference REGISTRY/REPOSITORY:TAG (docker:// may lead it), with the
+// credentials, CAs and insecure marks podman uses as root. A machine
+// cloned from a template goes as the template's layer (the same blob for
+// every clone: the registry has it after the first) and a layer of what
+// the clone changed. compression is "zstd" (the default) or "gzip". The
+// image config runs what the machine's file says ([Exec] Parameters, or
+// /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+// with the reference by digest and the bytes sent.
+// [Supports 'more' flag]
+func (s *VarlinkInterface) Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, allowInteractiveAuthentication_ *bool) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Publish")
 }
 
 // Generated method call dispatcher
@@ -1858,6 +2011,19 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.ioberthmachineInterface.Pull(ctx, VarlinkCall{call}, in.Url, in.Name, in.Verify, in.AllowInteractiveAuthentication)
+
+	case "Publish":
+		var in struct {
+			Name                           string  `json:"name"`
+			Reference                      string  `json:"reference"`
+			Compression                    *string `json:"compression,omitempty"`
+			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.ioberthmachineInterface.Publish(ctx, VarlinkCall{call}, in.Name, in.Reference, in.Compression, in.AllowInteractiveAuthentication)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -2041,6 +2207,26 @@ method Pull(
 	verify: ?string,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, machine: ?ImageInfo)
+
+# Push an image of the pool, template or machine, to an OCI registry as
+# reference REGISTRY/REPOSITORY:TAG (docker:// may lead it), with the
+# credentials, CAs and insecure marks podman uses as root. A machine
+# cloned from a template goes as the template's layer (the same blob for
+# every clone: the registry has it after the first) and a layer of what
+# the clone changed. compression is "zstd" (the default) or "gzip". The
+# image config runs what the machine's file says ([Exec] Parameters, or
+# /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+# with the reference by digest and the bytes sent.
+# [Supports 'more' flag]
+method Publish(
+	name: string,
+	reference: string,
+	compression: ?string,
+	allowInteractiveAuthentication: ?bool
+) -> (progress: ?Progress, published: ?string, digest: ?string, sent: ?int)
+
+# The registry refused or failed the upload.
+error PublishFailed(reference: string, reason: string)
 
 # The download failed.
 error DownloadFailed(url: string, reason: string)

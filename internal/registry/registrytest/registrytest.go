@@ -83,9 +83,9 @@ func Push(t testing.TB, host, repo string, layers ...v1.Layer) v1.Hash {
 	return d
 }
 
-// Puller pulls from host over plain http, which a registries.conf entry
+// Client pulls from and pushes to host over plain http, which a registries.conf entry
 // allows, as an admin marks a registry insecure for podman.
-func Puller(t testing.TB, host string) *registry.Puller {
+func Client(t testing.TB, host string) *registry.Client {
 	t.Helper()
 	root := t.TempDir()
 	conf := filepath.Join(root, "etc/containers/registries.conf")
@@ -93,5 +93,5 @@ func Puller(t testing.TB, host string) *registry.Puller {
 	if err := os.WriteFile(conf, []byte("[[registry]]\nlocation = \""+host+"\"\ninsecure = true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &registry.Puller{Config: registry.Config{Root: root, RegistriesConf: "/etc/containers/registries.conf"}, CacheDir: filepath.Join(root, "cache")}
+	return &registry.Client{Config: registry.Config{Root: root, RegistriesConf: "/etc/containers/registries.conf"}, CacheDir: filepath.Join(root, "cache")}
 }

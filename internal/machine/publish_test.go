@@ -1,0 +1,82 @@
+package machine
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/berth-project/berth/internal/archive"
+	"github.com/berth-project/berth/internal/pool"
+	"github.com/berth-project/berth/internal/registry/registrytest"
+	"github.com/berth-project/berth/testbed"
+)
+
+// A template is published as one layer; a clone of it as that very layer
+// and its changes, so the clone's upload is a small fraction of the
+// template's; pulled back, the clone is what it was. Both compressions.
+func TestPublishTemplateAndClone(t *testing.T) {
+	p, err := pool.Open(testbed.LoopBtrfs(t, 512<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
+	templateWith(t, p, "base", map[string][]byte{"etc/machine-id": nil, "etc/hostname": []byte("base\n"), "usr/lib/big": noise, "etc/old": []byte("old\n")})
+	m := &Manager{Pool: p}
+	host := registrytest.Serve(t, nil)
+	m.Registry = registrytest.Client(t, host)
+	ctx := context.Background()
+	nop := func(string, int64, int64) {}
+	if _, err := m.Clone(ctx, "base", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	c1 := p.Path("c1")
+	os.WriteFile(filepath.Join(c1, "etc/hostname"), []byte("c1\n"), 0o644)
+	os.Remove(filepath.Join(c1, "etc/old"))
+	os.MkdirAll(filepath.Join(c1, "srv/site"), 0o755)
+	os.WriteFile(filepath.Join(c1, "srv/site/index.html"), []byte("hello\n"), 0o644)
+
+	first, err := m.Publish(ctx, "base", host+"/test/base:1", archive.Zstd, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := m.Publish(ctx, "c1", host+"/test/c1:1", archive.Zstd, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Sent*10 >= first.Sent {
+		t.Errorf("the clone sent %d bytes, the template %d: want under a tenth", second.Sent, first.Sent)
+	}
+	for _, tc := range []struct {
+		ref, name string
+	}{{second.Ref, "c1-pulled"}} {
+		img, err := m.Pull(ctx, tc.ref, tc.name, VerifyChecksum, nop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.Template != second.Ref {
+			t.Errorf("origin %q", img.Template)
+		}
+	}
+	for rel, want := range map[string]string{"etc/hostname": "c1\n", "srv/site/index.html": "hello\n", "usr/lib/big": string(noise)} {
+		if got, _ := os.ReadFile(filepath.Join(p.Path("c1-pulled"), rel)); string(got) != want {
+			t.Errorf("%s: %.20q, want %.20q", rel, got, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(p.Path("c1-pulled"), "etc/old")); !os.IsNotExist(err) {
+		t.Errorf("etc/old, deleted in the clone, is back: %v", err)
+	}
+	// gzip, for registries and clients without zstd.
+	gz, err := m.Publish(ctx, "c1", host+"/test/c1:gzip", archive.Gzip, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Pull(ctx, gz.Ref, "c1-gzip", VerifyChecksum, nop); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(p.Path("c1-gzip"), "etc/hostname")); string(got) != "c1\n" {
+		t.Errorf("gzip: etc/hostname %q", got)
+	}
+}
