@@ -2,14 +2,17 @@ package varlinkd
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/berth-project/berth/conf"
 	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/internal/machine"
+	"github.com/berth-project/berth/internal/registry"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 	"golang.org/x/sys/unix"
 )
@@ -247,9 +250,28 @@ func (mi *machineIface) Export(ctx context.Context, c ioberthmachine.VarlinkCall
 	return c.ReplyExport(ctx, nil, path, &size)
 }
 
-func (mi *machineIface) Publish(ctx context.Context, c ioberthmachine.VarlinkCall, name, ref string, compression *string, interactive *bool) error {
+func (mi *machineIface) Publish(ctx context.Context, c ioberthmachine.VarlinkCall, name, ref string, compression *string, keyIndex *int64, interactive *bool) error {
+	fds := c.RequestFDs()
+	defer closeFiles(fds)
 	if ok, err := mi.authorize(ctx, &c, interactive); !ok {
 		return err
+	}
+	var key crypto.Signer
+	if keyIndex != nil {
+		f, reason := passedFile(fds, *keyIndex, unix.O_RDONLY)
+		if f == nil {
+			return c.ReplyBadFileDescriptor(ctx, "signingKey", reason)
+		}
+		data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+		if err == nil && len(data) > maxKeyFile {
+			err = fmt.Errorf("larger than %d bytes", maxKeyFile)
+		}
+		if err == nil {
+			key, err = registry.ParsePrivateKey(data)
+		}
+		if err != nil {
+			return c.ReplyBadFileDescriptor(ctx, "signingKey", "not a private key: "+err.Error())
+		}
 	}
 	f := archive.Zstd
 	if compression != nil {
@@ -265,7 +287,7 @@ func (mi *machineIface) Publish(ctx context.Context, c ioberthmachine.VarlinkCal
 	st := &streamer{c: &c, cancel: cancel, send: func(p *ioberthmachine.Progress) error {
 		return c.ReplyPublish(ctx, p, nil, nil, nil)
 	}}
-	pushed, err := mi.s.Machines.Publish(opCtx, name, ref, f, st.report)
+	pushed, err := mi.s.Machines.Publish(opCtx, name, ref, f, key, st.report)
 	c.Continues = false
 	if err != nil {
 		mi.s.Log.Infof("publish %s: %v", name, err)
@@ -274,6 +296,9 @@ func (mi *machineIface) Publish(ctx context.Context, c ioberthmachine.VarlinkCal
 	mi.s.Log.Infof("%s published as %s (%d bytes sent)", name, pushed.Ref, pushed.Sent)
 	return c.ReplyPublish(ctx, nil, &pushed.Ref, &pushed.Digest, &pushed.Sent)
 }
+
+// maxKeyFile bounds what is read of a signing key.
+const maxKeyFile = 64 << 10
 
 func (mi *machineIface) Import(ctx context.Context, c ioberthmachine.VarlinkCall, fdIndex *int64, path *string, name string, allXattrs, interactive *bool) error {
 	fds := c.RequestFDs()

@@ -71,7 +71,7 @@ func (p *poolIface) ListCache(ctx context.Context, c ioberthpool.VarlinkCall) er
 	for i, e := range entries {
 		c.Continues = i < len(entries)-1
 		entry := ioberthpool.CacheEntry{Kind: e.Kind, Name: e.Name, Path: e.Path, Size: e.Size}
-		if e.Kind == "packages" {
+		if e.Kind != "base" {
 			n := int64(e.Files)
 			entry.Files = &n
 		}

@@ -151,6 +151,9 @@ rm /etc/containers/certs.d/$R/ca.crt
 podman login -u alice -p secret --tls-verify=false $R
 check unknown-ca fails_with 'certificate' berth pull docker://$R/test/app:v1 x5
 check nothing-left nothing_left
+check cache-lists-blobs sh -c "berth cache list | grep -q blobs"
+check cache-clean berth cache clean
+check blobs-gone test ! -e /var/cache/berth/blobs
 `
 	testbed.Boot(t, registryScenario("registry", script, map[string]string{
 		"etc/deleteme": "old\n", "etc/deleteme-not": "kept\n", "opq/old": "old\n", "opq/sub/older": "old\n"}))
@@ -181,6 +184,43 @@ check podman-tree sh -c "test \"\$(cat \$(podman image mount $R/test/web:1)/srv/
 printf '[containers]\nkeyring = false\n' > /etc/containers/containers.conf
 check podman-runs-it sh -c "podman run --rm --network=host --cgroups=disabled $R/test/web:1 | grep -qx hello"
 check gzip-layers berth publish --compression gzip web $R/test/web:gzip
+# systemd's HTTP layout, signed by gpg as the caller; berth and importd
+# (--verify=signature) take it from a plain web server.
+export GNUPGHOME=/root/gnupg && mkdir -m 0700 $GNUPGHOME
+gpg --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'berth test <test@berth.invalid>' ed25519 sign never
+gpg --batch --export > /etc/systemd/import-pubring.gpg
+mkdir -p /srv/www
+check publish-http berth publish --http /srv/www web
+check http-layout test -s /srv/www/web.tar.xz -a -s /srv/www/SHA256SUMS -a -s /srv/www/SHA256SUMS.gpg
+busybox httpd -p 127.0.0.1:8098 -h /srv/www
+check berth-pulls-http berth pull http://127.0.0.1:8098/web.tar.xz webh
+check importctl-pull-tar-signature importctl pull-tar --class=machine --verify=signature http://127.0.0.1:8098/web.tar.xz webt
+check importctl-http-tree test "$(cat $M/webt/srv/index.html)" = hello
+# Signatures both ways, under the one containers-policy.json that podman
+# and berth obey: berth signs (key made by the test), podman checks; podman
+# signs (skopeo's key), berth checks.
+mkdir -p /etc/containers/registries.d
+printf 'default-docker:\n  use-sigstore-attachments: true\n' > /etc/containers/registries.d/berth-test.yaml
+printf pass > /root/pass
+tar -C $M/bb -c . | podman import - localhost/bb >/dev/null
+skopeo generate-sigstore-key --output-prefix /root/podman-key --passphrase-file /root/pass >/dev/null
+cat > /etc/containers/policy.json <<EOP
+{"default": [{"type": "insecureAcceptAnything"}],
+ "transports": {"docker": {
+   "$R/signed-by-berth": [{"type": "sigstoreSigned", "keyPath": "/etc/berth-test/berth.pub"}],
+   "$R/signed-by-podman": [{"type": "sigstoreSigned", "keyPath": "/root/podman-key.pub"}]}}}
+EOP
+check berth-signs berth publish --sign-key /root/berth-key.pem web $R/signed-by-berth/web:1
+check berth-unsigned berth publish web $R/signed-by-berth/web:unsigned
+check podman-accepts-berth-signature podman pull $R/signed-by-berth/web:1
+check podman-refuses-unsigned fails_with 'signature' podman pull $R/signed-by-berth/web:unsigned
+check podman-signs sh -c "podman tag localhost/bb $R/signed-by-podman/bb:1 && podman push --sign-by-sigstore-private-key /root/podman-key.private --sign-passphrase-file /root/pass $R/signed-by-podman/bb:1"
+check berth-accepts-podman-signature berth pull docker://$R/signed-by-podman/bb:1 bbsigned
+check berth-accepts-own-signature berth pull docker://$R/signed-by-berth/web:1 websigned
+check berth-refuses-unsigned fails_with 'has none' berth pull docker://$R/signed-by-berth/web:unsigned webu
+podman tag localhost/bb $R/signed-by-berth/bb:1 && podman push --sign-by-sigstore-private-key /root/podman-key.private --sign-passphrase-file /root/pass $R/signed-by-berth/bb:1
+check berth-refuses-other-key fails_with 'no signature is by a key' berth pull docker://$R/signed-by-berth/bb:1 bbwrong
+rm /etc/containers/policy.json
 check wrong-credentials sh -c "podman logout $R; echo '{\"auths\":{\"$R\":{\"auth\":\"'\$(printf alice:wrong | base64)'\"}}}' > /run/containers/0/auth.json; ! berth publish web $R/test/web:2 2>/tmp/err; grep -q 'refused the credentials' /tmp/err"
 if [ "$SYSTEMD_VERSION" -ge 262 ]; then
 	# importd reaches registries with the system's CAs and no credentials:
@@ -226,7 +266,7 @@ check podman-login podman login -u alice -p secret $R
 func registryScenario(name, script string, files map[string]string) testbed.Scenario {
 	return testbed.Scenario{
 		Name:     name,
-		Packages: []string{"docker-registry", "podman", "apache2-utils", "curl", "ca-certificates"},
+		Packages: []string{"docker-registry", "podman", "skopeo", "apache2-utils", "curl", "ca-certificates"},
 		Files:    map[string]string{"/etc/docker/registry/config.yml": registryConfig},
 		Script:   script,
 		Timeout:  6 * time.Minute,
@@ -241,7 +281,32 @@ func registryScenario(name, script string, files map[string]string) testbed.Scen
 					return err
 				}
 			}
+			if err := signingKey(root); err != nil {
+				return err
+			}
 			return testCA(root)
 		},
 	}
+}
+
+// signingKey writes a P-256 key pair for berth publish --sign-key:
+// /root/berth-key.pem and /etc/berth-test/berth.pub.
+func signingKey(root string) error {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	priv, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return err
+	}
+	os.MkdirAll(filepath.Join(root, "etc/berth-test"), 0o755)
+	if err := os.WriteFile(filepath.Join(root, "root/berth-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(root, "etc/berth-test/berth.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }

@@ -197,10 +197,10 @@ func TestEveryMachineMethodAnswers(t *testing.T) {
 	if _, _, err := ioberthmachine.Pull().Call(ctx, c, "ftp://x/y.tar", "p", nil, nil); !errors.As(err, &df) {
 		t.Errorf("Pull: %v", err)
 	}
-	if _, _, _, _, err := ioberthmachine.Publish().Call(ctx, c, "nope", "127.0.0.1:1/x/y:z", nil, nil); !errors.As(err, &nsi) {
+	if _, _, _, _, err := ioberthmachine.Publish().Call(ctx, c, "nope", "127.0.0.1:1/x/y:z", nil, nil, nil); !errors.As(err, &nsi) {
 		t.Errorf("Publish: %v", err)
 	}
-	if _, _, _, _, err := ioberthmachine.Publish().Call(ctx, c, "nope", "127.0.0.1:1/x/y:z", ptr("xz"), nil); err == nil || !strings.Contains(err.Error(), "InvalidParameter") {
+	if _, _, _, _, err := ioberthmachine.Publish().Call(ctx, c, "nope", "127.0.0.1:1/x/y:z", ptr("xz"), nil, nil); err == nil || !strings.Contains(err.Error(), "InvalidParameter") {
 		t.Errorf("Publish xz: %v", err)
 	}
 	recvSnap, err := ioberthmachine.ListSnapshots().Send(ctx, c, varlink.More, "nope")

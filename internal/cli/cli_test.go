@@ -85,3 +85,18 @@ func TestVerifyRootAndGenerate(t *testing.T) {
 		t.Errorf("unknown verb: %d", code)
 	}
 }
+
+// SHA256SUMS keeps the other files' lines and replaces this one's.
+func TestReplaceSum(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "SHA256SUMS")
+	os.WriteFile(p, []byte("aaaa *other.tar.xz\nbbbb  web.tar.xz\n"), 0o644)
+	if err := replaceSum(p, "web.tar.xz", "cccc"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "aaaa *other.tar.xz\ncccc *web.tar.xz\n" {
+		t.Errorf("SHA256SUMS: %q", got)
+	}
+	if err := replaceSum(filepath.Join(filepath.Dir(p), "new"), "a.tar.xz", "dddd"); err != nil {
+		t.Fatal(err)
+	}
+}

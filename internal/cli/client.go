@@ -101,6 +101,9 @@ func explainMachine(err error) (string, bool) {
 	)
 	switch {
 	case errors.As(err, &bs):
+		if strings.HasPrefix(bs.Url, "docker://") {
+			return fmt.Sprintf("%s: %s; nothing was imported (/etc/containers/policy.json says what is required)", bs.Url, bs.Reason), true
+		}
 		return fmt.Sprintf("%s: %s; nothing was imported (--verify checksum skips the signature)", bs.Url, bs.Reason), true
 	case errors.As(err, &pr):
 		return fmt.Sprintf("only root may pass %s (a path on berthd's host: others pass the file as a file descriptor, as berth does)", pr.Parameter), true

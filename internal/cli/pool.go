@@ -21,7 +21,7 @@ func init() {
 	})
 	register("cache", verb{
 		usage: "cache list [--json] | cache clean",
-		help:  "show or delete downloaded packages and base trees",
+		help:  "show or delete downloaded packages, base trees and image layers",
 		run:   cacheCmd,
 	})
 }

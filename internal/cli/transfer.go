@@ -56,16 +56,7 @@ func exportCmd(e *env, args []string) int {
 	}
 	defer out.discard()
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
-		interactive := isTerminal(os.Stdin)
-		in := exportIn{Name: fs.Arg(0), FileDescriptor: 0, Format: string(f), AllXattrs: *allX, AllowInteractiveAuthentication: interactive}
-		recv, err := sendWithFDs[exportOut](ctx, c, "io.berth.Machine.Export", in, out.f)
-		if err != nil {
-			return err
-		}
-		r, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *int64, uint64, error) {
-			o, flags, err := recv(ctx)
-			return o.Progress, o.Size, flags, err
-		})
+		r, err := exportInto(ctx, e, c, fs.Arg(0), out, f, *allX)
 		if err != nil {
 			return err
 		}
@@ -80,6 +71,19 @@ func exportCmd(e *env, args []string) int {
 			}
 		}
 		return nil
+	})
+}
+
+// exportInto has berthd write image name to out.
+func exportInto(ctx context.Context, e *env, c *varlink.Connection, name string, out *outFile, f archive.Format, allX bool) (*int64, error) {
+	in := exportIn{Name: name, FileDescriptor: 0, Format: string(f), AllXattrs: allX, AllowInteractiveAuthentication: isTerminal(os.Stdin)}
+	recv, err := sendWithFDs[exportOut](ctx, c, "io.berth.Machine.Export", in, out.f)
+	if err != nil {
+		return nil, err
+	}
+	return follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *int64, uint64, error) {
+		o, flags, err := recv(ctx)
+		return o.Progress, o.Size, flags, err
 	})
 }
 
@@ -192,44 +196,68 @@ func pullCmd(e *env, args []string) int {
 }
 
 func init() {
-	register("publish", verb{usage: "publish [--compression zstd|gzip] NAME [docker://]REGISTRY/REPO:TAG",
-		help: "push a template or machine to an OCI registry (a clone as its template's layer and its changes)", run: publishCmd})
+	register("publish", verb{usage: "publish [--compression zstd|gzip] [--sign-key KEY.pem] NAME [docker://]REGISTRY/REPO:TAG | publish --http DIR [--gpg-key ID] NAME",
+		help: "push a template or machine to an OCI registry (a clone as its template's layer and its changes), signed as cosign signs", run: publishCmd})
 }
 
-type published struct {
-	Reference string `json:"reference"`
-	Digest    string `json:"digest"`
-	Sent      int64  `json:"sent"`
+type publishIn struct {
+	Name                           string `json:"name"`
+	Reference                      string `json:"reference"`
+	Compression                    string `json:"compression"`
+	SigningKey                     *int   `json:"signingKey,omitempty"`
+	AllowInteractiveAuthentication bool   `json:"allowInteractiveAuthentication"`
+}
+
+type publishOut struct {
+	Progress  *ioberthmachine.Progress `json:"progress,omitempty"`
+	Published *string                  `json:"published,omitempty"`
+	Digest    *string                  `json:"digest,omitempty"`
+	Sent      *int64                   `json:"sent,omitempty"`
 }
 
 func publishCmd(e *env, args []string) int {
 	fs := e.flags("publish")
 	comp := fs.String("compression", "zstd", "zstd or gzip layers (gzip for clients that lack zstd)")
+	keyFile := fs.String("sign-key", "", "sign with the PEM private key in `FILE` (read by berth as you, passed to berthd)")
+	httpDir := fs.String("http", "", "write NAME.tar.xz, SHA256SUMS and SHA256SUMS.gpg into `DIR` for importctl pull-tar and berth pull, instead")
+	gpgKey := fs.String("gpg-key", "", "with --http: sign SHA256SUMS with gpg key `ID` (default: gpg's default key)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *httpDir != "" && fs.NArg() == 1 {
+		return publishHTTP(e, *httpDir, fs.Arg(0), *gpgKey)
+	}
+	if *httpDir != "" || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
 	}
+	in := publishIn{Name: fs.Arg(0), Reference: fs.Arg(1), Compression: *comp, AllowInteractiveAuthentication: isTerminal(os.Stdin)}
+	var files []*os.File
+	if *keyFile != "" {
+		k, err := os.Open(*keyFile)
+		if err != nil {
+			return e.fail(err)
+		}
+		defer k.Close()
+		files, in.SigningKey = append(files, k), new(int)
+	}
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
-		interactive := isTerminal(os.Stdin)
-		recv, err := ioberthmachine.Publish().Send(ctx, c, varlink.More, fs.Arg(0), fs.Arg(1), comp, &interactive)
+		recv, err := sendWithFDs[publishOut](ctx, c, "io.berth.Machine.Publish", in, files...)
 		if err != nil {
 			return err
 		}
-		res, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, *published, uint64, error) {
-			p, ref, digest, sent, flags, err := recv(ctx)
-			if ref == nil || digest == nil || sent == nil {
-				return p, nil, flags, err
-			}
-			return p, &published{*ref, *digest, *sent}, flags, err
+		out, err := follow(ctx, e, func(ctx context.Context) (*ioberthmachine.Progress, publishOut, uint64, error) {
+			o, flags, err := recv(ctx)
+			return o.Progress, o, flags, err
 		})
-		if err != nil || res == nil {
+		if err != nil || out.Published == nil || out.Digest == nil || out.Sent == nil {
 			return err
 		}
 		if *asJSON {
-			printJSON(e.stdout, res)
+			printJSON(e.stdout, map[string]any{"reference": *out.Published, "digest": *out.Digest, "sent": *out.Sent})
 		} else {
-			fmt.Fprintf(e.stdout, "%s published as %s (%.1f MB sent)\n", fs.Arg(0), res.Reference, float64(res.Sent)/1e6)
+			fmt.Fprintf(e.stdout, "%s published as %s (%.1f MB sent)\n", fs.Arg(0), *out.Published, float64(*out.Sent)/1e6)
 		}
 		return nil
 	})

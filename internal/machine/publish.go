@@ -2,6 +2,7 @@ package machine
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"io"
 	"maps"
@@ -43,7 +44,9 @@ const (
 // btrfs snapshot with its template. The image config runs what the
 // machine's file says ([Exec] Parameters, Environment, WorkingDirectory,
 // User; /sbin/init if it boots), so podman and importctl run it sensibly.
-func (m *Manager) Publish(ctx context.Context, name, ref string, format archive.Format, progress func(phase string, done, total int64)) (*registry.Pushed, error) {
+//
+// With key, the image is signed as sigstore signs (registry.Client.Sign).
+func (m *Manager) Publish(ctx context.Context, name, ref string, format archive.Format, key crypto.Signer, progress func(phase string, done, total int64)) (*registry.Pushed, error) {
 	if format != archive.Zstd && format != archive.Gzip {
 		return nil, fmt.Errorf("layers are zstd or gzip, not %q", format)
 	}
@@ -140,6 +143,11 @@ func (m *Manager) Publish(ctx context.Context, name, ref string, format archive.
 	}
 	if tl != nil {
 		tl.pushed(target)
+	}
+	if key != nil {
+		if err := m.Registry.Sign(ctx, pushed, key); err != nil {
+			return nil, registryError(fmt.Errorf("%s was pushed, but not signed: %w", pushed.Ref, err))
+		}
 	}
 	return pushed, nil
 }

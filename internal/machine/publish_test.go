@@ -2,7 +2,12 @@ package machine
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,11 +43,11 @@ func TestPublishTemplateAndClone(t *testing.T) {
 	os.MkdirAll(filepath.Join(c1, "srv/site"), 0o755)
 	os.WriteFile(filepath.Join(c1, "srv/site/index.html"), []byte("hello\n"), 0o644)
 
-	first, err := m.Publish(ctx, "base", host+"/test/base:1", archive.Zstd, nop)
+	first, err := m.Publish(ctx, "base", host+"/test/base:1", archive.Zstd, nil, nop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := m.Publish(ctx, "c1", host+"/test/c1:1", archive.Zstd, nop)
+	second, err := m.Publish(ctx, "c1", host+"/test/c1:1", archive.Zstd, nil, nop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +74,7 @@ func TestPublishTemplateAndClone(t *testing.T) {
 		t.Errorf("etc/old, deleted in the clone, is back: %v", err)
 	}
 	// gzip, for registries and clients without zstd.
-	gz, err := m.Publish(ctx, "c1", host+"/test/c1:gzip", archive.Gzip, nop)
+	gz, err := m.Publish(ctx, "c1", host+"/test/c1:gzip", archive.Gzip, nil, nop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,5 +83,43 @@ func TestPublishTemplateAndClone(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(p.Path("c1-gzip"), "etc/hostname")); string(got) != "c1\n" {
 		t.Errorf("gzip: etc/hostname %q", got)
+	}
+}
+
+// A signed publish passes a policy that wants the publisher's signature;
+// the same image unsigned does not.
+func TestPublishSigned(t *testing.T) {
+	p, err := pool.Open(testbed.LoopBtrfs(t, 256<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	templateWith(t, p, "base", map[string][]byte{"etc/machine-id": nil, "etc/os-release": []byte("ID=t\n")})
+	m := &Manager{Pool: p}
+	host := registrytest.Serve(t, nil)
+	m.Registry = registrytest.Client(t, host)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	root := m.Registry.Config.Root
+	os.WriteFile(filepath.Join(root, "pub.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/containers/policy.json"), []byte(`{"default":[{"type":"sigstoreSigned","keyPath":"/pub.pem"}]}`), 0o644)
+	ctx := context.Background()
+	nop := func(string, int64, int64) {}
+	signed, err := m.Publish(ctx, "base", host+"/t/signed:1", archive.Zstd, key, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsigned, err := m.Publish(ctx, "base", host+"/t/unsigned:1", archive.Zstd, nil, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Pull(ctx, signed.Ref, "s", VerifySignature, nop); err != nil {
+		t.Errorf("signed: %v", err)
+	}
+	var se *SignatureError
+	if _, err := m.Pull(ctx, unsigned.Ref, "u", VerifySignature, nop); !errors.As(err, &se) || se.URL != unsigned.Ref {
+		t.Errorf("unsigned: %v", err)
 	}
 }

@@ -62,9 +62,12 @@ func registryError(err error) error {
 	var (
 		de *registry.DigestError
 		pe *registry.PlatformError
+		se *registry.SignatureError
 		ue *archive.UnsafeError
 	)
 	switch {
+	case errors.As(err, &se):
+		return &SignatureError{URL: se.Ref, Reason: se.Reason}
 	case errors.As(err, &de):
 		return &ChecksumError{URL: de.Ref, Expected: de.Expected, Actual: de.Actual}
 	case errors.As(err, &ue), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -35,6 +35,8 @@ type Config struct {
 	// RegistriesConf is containers-registries.conf(5) (with .d drop-ins),
 	// for registries marked insecure.
 	RegistriesConf string
+	// Policy is containers-policy.json(5); PolicyFile when empty.
+	Policy string
 }
 
 // DefaultConfig is what podman run as root reads.

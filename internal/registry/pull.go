@@ -105,8 +105,17 @@ func (p *Client) Pull(ctx context.Context, rawRef, dir string, limit int64, prog
 	// client keeps the one it resolved with): a stall cancels them all.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	img, digest, err := p.resolve(ctx, rawRef, ref)
+	img, digest, index, err := p.resolve(ctx, rawRef, ref)
 	if err != nil {
+		return nil, err
+	}
+	// Nothing is downloaded before the policy accepts the image, signed
+	// itself or through its index.
+	signed := []v1.Hash{digest}
+	if index.Hex != "" {
+		signed = append(signed, index)
+	}
+	if err := p.checkPolicy(ctx, rawRef, ref, signed); err != nil {
 		return nil, err
 	}
 	layers, err := img.Layers()
@@ -147,31 +156,32 @@ func (p *Client) Pull(ctx context.Context, rawRef, dir string, limit int64, prog
 }
 
 // resolve fetches the manifest rawRef names and, for an index, picks the
-// image for the platform.
-func (p *Client) resolve(ctx context.Context, rawRef string, ref name.Reference) (v1.Image, v1.Hash, error) {
+// image for the platform; it returns the image's digest and the index's
+// (zero without one).
+func (p *Client) resolve(ctx context.Context, rawRef string, ref name.Reference) (v1.Image, v1.Hash, v1.Hash, error) {
 	ref, opts, err := p.options(ctx, rawRef, ref, nil)
 	if err != nil {
-		return nil, v1.Hash{}, err
+		return nil, v1.Hash{}, v1.Hash{}, err
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return nil, v1.Hash{}, p.fail(rawRef, err)
+		return nil, v1.Hash{}, v1.Hash{}, p.fail(rawRef, err)
 	}
 	plat := p.platform()
 	if !desc.MediaType.IsIndex() {
 		img, err := desc.Image()
 		if err != nil {
-			return nil, v1.Hash{}, p.fail(rawRef, err)
+			return nil, v1.Hash{}, v1.Hash{}, p.fail(rawRef, err)
 		}
-		return img, desc.Digest, nil
+		return img, desc.Digest, v1.Hash{}, nil
 	}
 	idx, err := desc.ImageIndex()
 	if err != nil {
-		return nil, v1.Hash{}, p.fail(rawRef, err)
+		return nil, v1.Hash{}, v1.Hash{}, p.fail(rawRef, err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, v1.Hash{}, p.fail(rawRef, err)
+		return nil, v1.Hash{}, v1.Hash{}, p.fail(rawRef, err)
 	}
 	var avail []string
 	for _, m := range im.Manifests {
@@ -181,16 +191,16 @@ func (p *Client) resolve(ctx context.Context, rawRef string, ref name.Reference)
 		if m.Platform.Satisfies(plat) {
 			img, err := idx.Image(m.Digest)
 			if err != nil {
-				return nil, v1.Hash{}, p.fail(rawRef, err)
+				return nil, v1.Hash{}, v1.Hash{}, p.fail(rawRef, err)
 			}
-			return img, m.Digest, nil
+			return img, m.Digest, desc.Digest, nil
 		}
 		avail = append(avail, m.Platform.String())
 	}
 	if len(avail) == 0 {
 		avail = []string{"no platform at all"}
 	}
-	return nil, v1.Hash{}, &PlatformError{Ref: rawRef, Platform: plat.String(), Available: avail}
+	return nil, v1.Hash{}, v1.Hash{}, &PlatformError{Ref: rawRef, Platform: plat.String(), Available: avail}
 }
 
 // options are how to reach ref's registry: the reference (marked

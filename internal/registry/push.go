@@ -15,7 +15,8 @@ import (
 type Pushed struct {
 	Ref    string // docker://REGISTRY/REPO@sha256:…
 	Digest string
-	Sent   int64 // bytes sent, headers aside: blobs the registry had are not sent
+	Name   string // REGISTRY/REPO:TAG as pushed, what a signature names
+	Sent   int64  // bytes sent, headers aside: blobs the registry had are not sent
 }
 
 // Push uploads img as rawRef (docker://REGISTRY/REPO:TAG, the scheme may
@@ -49,7 +50,7 @@ func (p *Client) Push(ctx context.Context, rawRef string, img v1.Image, progress
 	if err != nil {
 		return nil, err
 	}
-	return &Pushed{Ref: Scheme + ref.Context().Name() + "@" + d.String(), Digest: d.String(), Sent: sent.Load()}, nil
+	return &Pushed{Ref: Scheme + ref.Context().Name() + "@" + d.String(), Digest: d.String(), Name: ref.Name(), Sent: sent.Load()}, nil
 }
 
 // countSent counts the bytes of request bodies.

@@ -18,7 +18,7 @@ type CacheEntry struct {
 	Files int
 }
 
-// Cache lists the package caches and the base trees.
+// Cache lists the package caches, the base trees and the image caches.
 func (m *Manager) Cache() ([]CacheEntry, error) {
 	var out []CacheEntry
 	debs, _ := os.ReadDir(filepath.Join(m.CacheDir, "debs"))
@@ -36,12 +36,21 @@ func (m *Manager) Cache() ([]CacheEntry, error) {
 		size, _ := pool.Usage(p)
 		out = append(out, CacheEntry{Kind: "base", Name: b.Name(), Path: p, Size: size})
 	}
+	// What registry pulls and publishes keep (internal/registry,
+	// machine.Publish).
+	for _, d := range []string{"blobs", "layers"} {
+		p := filepath.Join(m.CacheDir, d)
+		if _, err := os.Stat(p); err == nil {
+			size, files := pool.Usage(p)
+			out = append(out, CacheEntry{Kind: "images", Name: d, Path: p, Size: size, Files: files})
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Kind+out[i].Name < out[j].Kind+out[j].Name })
 	return out, nil
 }
 
-// CleanCache deletes the package caches and the base trees, returning the
-// bytes freed. It refuses while any build runs.
+// CleanCache deletes the package caches, the base trees and the image
+// caches, returning the bytes freed. It refuses while any build runs.
 func (m *Manager) CleanCache() (int64, error) {
 	unlock, err := m.Pool.LockAlone(".clean")
 	if err != nil {

@@ -1375,15 +1375,19 @@ func (m Pull_methods) Upgrade(ctx context.Context, c *varlink.Connection, url_in
 // every clone: the registry has it after the first) and a layer of what
 // the clone changed. compression is "zstd" (the default) or "gzip". The
 // image config runs what the machine's file says ([Exec] Parameters, or
-// /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+// /sbin/init if it boots; Environment, WorkingDirectory, User). With
+// signingKey, the index of a descriptor passed with the call from which a
+// PEM private key (PKCS#8 or EC) is read, the image is signed as sigstore
+// (cosign) signs, which podman and skopeo check through
+// containers-policy.json's sigstoreSigned and berth's Pull too. Replies
 // with the reference by digest and the bytes sent.
 // [Supports 'more' flag]
 type Publish_methods struct{}
 
 func Publish() Publish_methods { return Publish_methods{} }
 
-func (m Publish_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, reference_in_, compression_in_, allowInteractiveAuthentication_in_)
+func (m Publish_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, signingKey_in_ *int64, allowInteractiveAuthentication_in_ *bool) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, reference_in_, compression_in_, signingKey_in_, allowInteractiveAuthentication_in_)
 	if err_ != nil {
 		return
 	}
@@ -1391,16 +1395,18 @@ func (m Publish_methods) Call(ctx context.Context, c *varlink.Connection, name_i
 	return
 }
 
-func (m Publish_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *string, *int64, uint64, error), error) {
+func (m Publish_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, reference_in_ string, compression_in_ *string, signingKey_in_ *int64, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (*Progress, *string, *string, *int64, uint64, error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
 		Reference                      string  `json:"reference"`
 		Compression                    *string `json:"compression,omitempty"`
+		SigningKey                     *int64  `json:"signingKey,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
 	in.Reference = reference_in_
 	in.Compression = compression_in_
+	in.SigningKey = signingKey_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Send(ctx, "io.berth.Machine.Publish", in, flags)
 	if err != nil {
@@ -1426,16 +1432,18 @@ func (m Publish_methods) Send(ctx context.Context, c *varlink.Connection, flags 
 	}, nil
 }
 
-func (m Publish_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Publish_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, reference_in_ string, compression_in_ *string, signingKey_in_ *int64, allowInteractiveAuthentication_in_ *bool) (func(ctx context.Context) (progress_out_ *Progress, published_out_ *string, digest_out_ *string, sent_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Name                           string  `json:"name"`
 		Reference                      string  `json:"reference"`
 		Compression                    *string `json:"compression,omitempty"`
+		SigningKey                     *int64  `json:"signingKey,omitempty"`
 		AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 	}
 	in.Name = name_in_
 	in.Reference = reference_in_
 	in.Compression = compression_in_
+	in.SigningKey = signingKey_in_
 	in.AllowInteractiveAuthentication = allowInteractiveAuthentication_in_
 	receive, err := c.Upgrade(ctx, "io.berth.Machine.Publish", in)
 	if err != nil {
@@ -1476,7 +1484,7 @@ type ioberthmachineInterface interface {
 	Export(ctx context.Context, c VarlinkCall, name_ string, fileDescriptor_ *int64, path_ *string, format_ *string, force_ *bool, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
 	Import(ctx context.Context, c VarlinkCall, fileDescriptor_ *int64, path_ *string, name_ string, allXattrs_ *bool, allowInteractiveAuthentication_ *bool) error
 	Pull(ctx context.Context, c VarlinkCall, url_ string, name_ string, verify_ *string, allowInteractiveAuthentication_ *bool) error
-	Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, allowInteractiveAuthentication_ *bool) error
+	Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, signingKey_ *int64, allowInteractiveAuthentication_ *bool) error
 }
 
 // Generated service object with all methods
@@ -1863,10 +1871,14 @@ func (s *VarlinkInterface) Pull(ctx context.Context, c VarlinkCall, url_ string,
 // every clone: the registry has it after the first) and a layer of what
 // the clone changed. compression is "zstd" (the default) or "gzip". The
 // image config runs what the machine's file says ([Exec] Parameters, or
-// /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+// /sbin/init if it boots; Environment, WorkingDirectory, User). With
+// signingKey, the index of a descriptor passed with the call from which a
+// PEM private key (PKCS#8 or EC) is read, the image is signed as sigstore
+// (cosign) signs, which podman and skopeo check through
+// containers-policy.json's sigstoreSigned and berth's Pull too. Replies
 // with the reference by digest and the bytes sent.
 // [Supports 'more' flag]
-func (s *VarlinkInterface) Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, allowInteractiveAuthentication_ *bool) error {
+func (s *VarlinkInterface) Publish(ctx context.Context, c VarlinkCall, name_ string, reference_ string, compression_ *string, signingKey_ *int64, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Machine.Publish")
 }
 
@@ -2017,13 +2029,14 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			Name                           string  `json:"name"`
 			Reference                      string  `json:"reference"`
 			Compression                    *string `json:"compression,omitempty"`
+			SigningKey                     *int64  `json:"signingKey,omitempty"`
 			AllowInteractiveAuthentication *bool   `json:"allowInteractiveAuthentication,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.ioberthmachineInterface.Publish(ctx, VarlinkCall{call}, in.Name, in.Reference, in.Compression, in.AllowInteractiveAuthentication)
+		return s.ioberthmachineInterface.Publish(ctx, VarlinkCall{call}, in.Name, in.Reference, in.Compression, in.SigningKey, in.AllowInteractiveAuthentication)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -2215,13 +2228,18 @@ method Pull(
 # every clone: the registry has it after the first) and a layer of what
 # the clone changed. compression is "zstd" (the default) or "gzip". The
 # image config runs what the machine's file says ([Exec] Parameters, or
-# /sbin/init if it boots; Environment, WorkingDirectory, User). Replies
+# /sbin/init if it boots; Environment, WorkingDirectory, User). With
+# signingKey, the index of a descriptor passed with the call from which a
+# PEM private key (PKCS#8 or EC) is read, the image is signed as sigstore
+# (cosign) signs, which podman and skopeo check through
+# containers-policy.json's sigstoreSigned and berth's Pull too. Replies
 # with the reference by digest and the bytes sent.
 # [Supports 'more' flag]
 method Publish(
 	name: string,
 	reference: string,
 	compression: ?string,
+	signingKey: ?int,
 	allowInteractiveAuthentication: ?bool
 ) -> (progress: ?Progress, published: ?string, digest: ?string, sent: ?int)
 

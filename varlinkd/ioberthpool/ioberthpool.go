@@ -12,7 +12,7 @@ import (
 
 // Generated type declarations
 
-// Something berth keeps to build templates faster.
+// Something berth keeps to build templates, pull or publish faster.
 type CacheEntry struct {
 	Kind  string `json:"kind"`
 	Name  string `json:"name"`
@@ -327,8 +327,9 @@ func (m ListCache_methods) Upgrade(ctx context.Context, c *varlink.Connection) (
 	}, nil
 }
 
-// Delete the package cache and the base trees. Templates already built are
-// not affected; the next template of each kind bootstraps again.
+// Delete the package cache, the base trees and the image blobs and layers.
+// Templates and machines are not affected; the next template of each kind
+// bootstraps again, the next pull downloads every layer.
 type CleanCache_methods struct{}
 
 func CleanCache() CleanCache_methods { return CleanCache_methods{} }
@@ -499,8 +500,9 @@ func (s *VarlinkInterface) ListCache(ctx context.Context, c VarlinkCall) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Pool.ListCache")
 }
 
-// Delete the package cache and the base trees. Templates already built are
-// not affected; the next template of each kind bootstraps again.
+// Delete the package cache, the base trees and the image blobs and layers.
+// Templates and machines are not affected; the next template of each kind
+// bootstraps again, the next pull downloads every layer.
 func (s *VarlinkInterface) CleanCache(ctx context.Context, c VarlinkCall, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Pool.CleanCache")
 }
@@ -554,12 +556,15 @@ func (s *VarlinkInterface) VarlinkGetDescription() string {
 	return `# The machine pool and berth's caches.
 interface io.berth.Pool
 
-# Something berth keeps to build templates faster.
+# Something berth keeps to build templates, pull or publish faster.
 type CacheEntry (
 	# "packages": downloaded .debs of one suite and architecture;
-	# "base": a bootstrapped base tree templates are snapshots of.
+	# "base": a bootstrapped base tree templates are snapshots of;
+	# "images": registry blobs by digest ("blobs") or the layers of
+	# published templates ("layers").
 	kind: string,
-	# SUITE-ARCH for packages, the base's key for a base tree.
+	# SUITE-ARCH for packages, the base's key for a base tree, blobs or
+	# layers for images.
 	name: string,
 	path: string,
 	# Bytes used (for a base tree on btrfs: before sharing with templates).
@@ -593,8 +598,9 @@ method Init(
 # [Requires 'more' flag]
 method ListCache() -> (entry: CacheEntry)
 
-# Delete the package cache and the base trees. Templates already built are
-# not affected; the next template of each kind bootstraps again.
+# Delete the package cache, the base trees and the image blobs and layers.
+# Templates and machines are not affected; the next template of each kind
+# bootstraps again, the next pull downloads every layer.
 method CleanCache(allowInteractiveAuthentication: ?bool) -> (freed: int)
 
 # Nothing is cached.
