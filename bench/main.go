@@ -21,7 +21,7 @@ import (
 
 func main() {
 	runs := flag.Int("runs", 25, "timed runs per generator command")
-	only := flag.String("only", "", "run one benchmark: generator, templates or machines")
+	only := flag.String("only", "", "run one benchmark: generator, templates, machines or registry")
 	flag.Parse()
 	var err error
 	if *only == "" || *only == "generator" {
@@ -32,6 +32,9 @@ func main() {
 	}
 	if err == nil && (*only == "" || *only == "machines") {
 		err = benchMachines()
+	}
+	if err == nil && (*only == "" || *only == "registry") {
+		err = benchRegistry()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

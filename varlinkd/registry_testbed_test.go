@@ -7,10 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,77 +15,6 @@ import (
 
 	"github.com/berth-project/berth/testbed"
 )
-
-// testCA writes a CA and a server certificate for 127.0.0.1 and
-// localhost signed by it below root: the CA where podman and berth look
-// for a registry's own CA, the pair where docker-registry is told to
-// find it.
-func testCA(root string) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "berth test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	srv := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	caCert, _ := x509.ParseCertificate(caDER)
-	srvDER, err := x509.CreateCertificate(rand.Reader, srv, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	files := map[string][]byte{
-		"etc/containers/certs.d/127.0.0.1:5000/ca.crt": caPEM,
-		"etc/docker/registry/server.crt":               pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"etc/docker/registry/server.key":               pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
-	for p, data := range files {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(full, data, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-const registryConfig = `version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: /var/lib/docker-registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:5000
-  tls:
-    certificate: /etc/docker/registry/server.crt
-    key: /etc/docker/registry/server.key
-auth:
-  htpasswd:
-    realm: berth-test
-    path: /etc/docker/registry/htpasswd
-`
 
 // TestRegistryOnSystemd pulls through Debian's docker-registry, with TLS
 // from a test CA and htpasswd credentials (podman's login, read by
@@ -98,7 +24,7 @@ auth:
 // under systemd-nspawn@. A second image on the same base downloads only
 // its own layer; refusals leave nothing behind.
 func TestRegistryOnSystemd(t *testing.T) {
-	script := registryUp + `
+	script := testbed.RegistryUp + `
 # What an image holds, entry by entry: type, mode, owner, size, link
 # target, content, xattrs (directories' times change as layers apply).
 # The root directory's mode is the storage's (podman mounts it 0555), and
@@ -164,7 +90,7 @@ check blobs-gone test ! -e /var/cache/berth/blobs
 // berth and podman pull it back and find the clone, and on systemd 262
 // importctl pull-oci takes it too.
 func TestPublishOnSystemd(t *testing.T) {
-	script := registryUp + `
+	script := testbed.RegistryUp + `
 systemctl start berthd.socket
 btrfs -q subvolume create $M/tb && cp -a $M/bb/. $M/tb/ && head -c 3000000 /dev/urandom > $M/tb/usr/lib/blob
 check adopt berth template adopt tb
@@ -249,25 +175,13 @@ fi
 	testbed.Boot(t, registryScenario("publish", script, map[string]string{"etc/deleteme": "x\n"}))
 }
 
-// registryUp starts the registry with htpasswd credentials (alice,
-// secret) and logs podman, and so berthd, in.
-const registryUp = `
-R=127.0.0.1:5000
-M=/var/lib/machines
-fails_with() { local want=$1; shift; ! "$@" > /tmp/out 2>&1 && grep -q "$want" /tmp/out || { cat /tmp/out; false; }; }
-htpasswd -Bbn alice secret > /etc/docker/registry/htpasswd
-systemctl restart docker-registry
-check registry-up wait_until 20 sh -c "curl -s --cacert /etc/containers/certs.d/$R/ca.crt -o /dev/null -w '%{http_code}' https://$R/v2/ | grep -q 401"
-check podman-login podman login -u alice -p secret $R
-`
-
 // registryScenario boots with Debian's docker-registry, podman and the
 // test CA, and the busybox machine bb with files added.
 func registryScenario(name, script string, files map[string]string) testbed.Scenario {
 	return testbed.Scenario{
 		Name:     name,
-		Packages: []string{"docker-registry", "podman", "skopeo", "apache2-utils", "curl", "ca-certificates"},
-		Files:    map[string]string{"/etc/docker/registry/config.yml": registryConfig},
+		Packages: testbed.RegistryPackages,
+		Files:    testbed.RegistryFiles,
 		Script:   script,
 		Timeout:  6 * time.Minute,
 		Prepare: func(root string) error {
@@ -284,7 +198,7 @@ func registryScenario(name, script string, files map[string]string) testbed.Scen
 			if err := signingKey(root); err != nil {
 				return err
 			}
-			return testCA(root)
+			return testbed.WriteTestCA(root)
 		},
 	}
 }

@@ -3,6 +3,8 @@ package machine
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"maps"
@@ -13,13 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
 
@@ -211,7 +212,8 @@ func (m *Manager) templateLayer(ctx context.Context, t *Image, format archive.Fo
 	}
 	dir := filepath.Join(m.Registry.CacheDir, "layers")
 	final := filepath.Join(dir, id+"."+string(format))
-	if _, err := os.Stat(final); err != nil {
+	ids := final + ".ids" // "DIGEST DIFFID": the blob is whole once this exists
+	if _, err := os.Stat(ids); err != nil {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
@@ -220,9 +222,13 @@ func (m *Manager) templateLayer(ctx context.Context, t *Image, format archive.Fo
 			return nil, err
 		}
 		defer os.Remove(tmp.Name())
-		err = writeLayer(ctx, tmp, format, func(w io.Writer, o archive.Options) error {
+		var l *blobLayer
+		diffID, err := writeLayer(ctx, tmp, format, func(w io.Writer, o archive.Options) error {
 			return withTrees(t.Path, t.Path, func(_, tree *os.File) error { return archive.Write(ctx, tree, w, o) })
 		}, progress)
+		if err == nil {
+			l, err = newBlobLayer(tmp, format, diffID)
+		}
 		if err == nil {
 			err = tmp.Sync()
 		}
@@ -230,16 +236,42 @@ func (m *Manager) templateLayer(ctx context.Context, t *Image, format archive.Fo
 		if err == nil {
 			err = os.Rename(tmp.Name(), final)
 		}
+		if err == nil {
+			err = os.WriteFile(ids+".tmp", []byte(l.digest.String()+" "+l.diffID.String()+"\n"), 0o600)
+		}
+		if err == nil {
+			err = os.Rename(ids+".tmp", ids)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("layer of template %s: %w", t.Name, noSpace(err))
 		}
+	}
+	data, err := os.ReadFile(ids)
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(data))
+	if len(f) != 2 {
+		return nil, fmt.Errorf("%s: not DIGEST DIFFID", ids)
+	}
+	digest, err := v1.NewHash(f[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ids, err)
+	}
+	diffID, err := v1.NewHash(f[1])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ids, err)
 	}
 	blob, err := os.Open(final)
 	if err != nil {
 		return nil, err
 	}
 	keep(blob)
-	l, err := fileLayer(blob, format)
+	fi, err := blob.Stat()
+	if err != nil {
+		return nil, err
+	}
+	l, err := partial.CompressedToLayer(&blobLayer{f: blob, size: fi.Size(), digest: digest, diffID: diffID, mt: mediaType(format)})
 	if err != nil {
 		return nil, err
 	}
@@ -294,35 +326,72 @@ func (m *Manager) layer(ctx context.Context, format archive.Format, keep func(*o
 	}
 	f := os.NewFile(uintptr(fd), filepath.Join(m.Registry.CacheDir, "(layer)"))
 	keep(f)
-	if err := writeLayer(ctx, f, format, write, progress); err != nil {
+	diffID, err := writeLayer(ctx, f, format, write, progress)
+	if err != nil {
 		return nil, noSpace(err)
 	}
-	return fileLayer(f, format)
+	l, err := newBlobLayer(f, format, diffID)
+	if err != nil {
+		return nil, err
+	}
+	return partial.CompressedToLayer(l)
 }
 
-func writeLayer(ctx context.Context, f *os.File, format archive.Format, write func(io.Writer, archive.Options) error, progress func(string, int64, int64)) error {
+// writeLayer writes a layer to f, compressed as format, and returns its
+// diff ID, the digest of the tar stream, hashed on the way: the registry
+// client would otherwise decompress the whole layer again to find it.
+func writeLayer(ctx context.Context, f *os.File, format archive.Format, write func(io.Writer, archive.Options) error, progress func(string, int64, int64)) (v1.Hash, error) {
 	z, err := archive.Compressor(format, f)
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
-	if err := write(z, archive.Options{Count: func(n int64) { progress("layer", n, 0) }}); err != nil {
+	h := sha256.New()
+	if err := write(io.MultiWriter(z, h), archive.Options{Count: func(n int64) { progress("layer", n, 0) }}); err != nil {
 		z.Close()
-		return err
+		return v1.Hash{}, err
 	}
-	return z.Close()
+	if err := z.Close(); err != nil {
+		return v1.Hash{}, err
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// fileLayer is the compressed layer in f, read anew each time the
-// registry client asks (it reads once for the digest, once to upload).
-func fileLayer(f *os.File, format archive.Format) (v1.Layer, error) {
+// blobLayer is a compressed layer in a file whose digests berth knows,
+// read anew each time the registry client asks.
+type blobLayer struct {
+	f              *os.File
+	size           int64
+	digest, diffID v1.Hash
+	mt             types.MediaType
+}
+
+// newBlobLayer reads the compressed layer in f once for its digest.
+func newBlobLayer(f *os.File, format archive.Format, diffID v1.Hash) (*blobLayer, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	opener := func() (io.ReadCloser, error) { return io.NopCloser(io.NewSectionReader(f, 0, fi.Size())), nil }
-	mt, comp := types.OCILayerZStd, compression.ZStd
-	if format == archive.Gzip {
-		mt, comp = types.OCILayer, compression.GZip
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return nil, err
 	}
-	return tarball.LayerFromOpener(opener, tarball.WithMediaType(mt), tarball.WithCompression(comp))
+	return &blobLayer{f: f, size: fi.Size(), diffID: diffID, mt: mediaType(format),
+		digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}}, nil
+}
+
+func (b *blobLayer) Digest() (v1.Hash, error) { return b.digest, nil }
+func (b *blobLayer) DiffID() (v1.Hash, error) { return b.diffID, nil }
+func (b *blobLayer) Size() (int64, error)     { return b.size, nil }
+func (b *blobLayer) MediaType() (types.MediaType, error) {
+	return b.mt, nil
+}
+func (b *blobLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(b.f, 0, b.size)), nil
+}
+
+func mediaType(format archive.Format) types.MediaType {
+	if format == archive.Gzip {
+		return types.OCILayer
+	}
+	return types.OCILayerZStd
 }

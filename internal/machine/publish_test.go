@@ -10,7 +10,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/internal/pool"
@@ -43,10 +45,20 @@ func TestPublishTemplateAndClone(t *testing.T) {
 	os.MkdirAll(filepath.Join(c1, "srv/site"), 0o755)
 	os.WriteFile(filepath.Join(c1, "srv/site/index.html"), []byte("hello\n"), 0o644)
 
-	first, err := m.Publish(ctx, "base", host+"/test/base:1", archive.Zstd, nil, nop)
+	// Progress ends with the call: berthd's final reply follows it, and
+	// a report after that broke the connection (seen in bench/).
+	var returned atomic.Bool
+	late := func(string, int64, int64) {
+		if returned.Load() {
+			t.Error("progress reported after Publish returned")
+		}
+	}
+	first, err := m.Publish(ctx, "base", host+"/test/base:1", archive.Zstd, nil, late)
+	returned.Store(true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(50 * time.Millisecond)
 	second, err := m.Publish(ctx, "c1", host+"/test/c1:1", archive.Zstd, nil, nop)
 	if err != nil {
 		t.Fatal(err)

@@ -133,24 +133,20 @@ func (p *Client) Pull(ctx context.Context, rawRef, dir string, limit int64, prog
 	}
 	res.Bytes = total
 	var done int64
-	paths := make([]string, len(layers))
 	for i, l := range layers {
-		var fetched int64
-		paths[i], fetched, err = p.fetch(ctx, cancel, rawRef, l, &limit, func(n int64) { progress("download", done+n, total) })
+		fetched, err := p.fetch(ctx, cancel, rawRef, l, &limit, dir, func(n int64) { progress("download", done+n, total) })
 		if err != nil {
-			return nil, err
+			var de *DigestError
+			if errors.As(err, &de) || errors.Is(err, ErrDownload) || errors.Is(err, ErrAuth) || errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s: layer %d of %d: %w", rawRef, i+1, len(layers), err)
 		}
 		n, _ := l.Size()
 		done += n
 		if fetched == 0 {
 			res.Cached += n
 		}
-	}
-	for i, pth := range paths {
-		if err := apply(ctx, pth, dir); err != nil {
-			return nil, fmt.Errorf("%s: layer %d of %d: %w", rawRef, i+1, len(paths), err)
-		}
-		progress("apply", int64(i+1), int64(len(paths)))
 	}
 	return res, nil
 }
@@ -268,29 +264,31 @@ func (p *Client) blobPath(d v1.Hash) (string, error) {
 	return filepath.Join(p.CacheDir, "blobs", "sha256", d.Hex), nil
 }
 
-// fetch puts layer l in the cache unless it is there and returns its path
-// and the bytes it downloaded.
-// The blob is written under a temporary name and renamed once its SHA-256
-// is the digest the manifest names, so the cache holds only whole,
-// checked blobs.
-func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawRef string, l v1.Layer, limit *int64, progress func(int64)) (_ string, fetched int64, err error) {
+// fetch applies layer l over dir: from the cache if it is there, else as
+// it downloads, into the cache beside. The blob is written under a
+// temporary name and renamed once its SHA-256 is the digest the manifest
+// names, so the cache holds only whole, checked blobs; what was applied of
+// a blob that turns out wrong is in the caller's temporary tree, which
+// the caller removes. It returns the bytes downloaded.
+func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawRef string, l v1.Layer, limit *int64, dir string, progress func(int64)) (fetched int64, err error) {
 	d, err := l.Digest()
 	if err != nil {
-		return "", 0, p.fail(rawRef, err)
+		return 0, p.fail(rawRef, err)
 	}
 	final, err := p.blobPath(d)
 	if err != nil {
-		return "", 0, err
+		return 0, err
 	}
-	if _, err := os.Stat(final); err == nil {
-		return final, 0, nil
+	if f, err := os.Open(final); err == nil {
+		defer f.Close()
+		return 0, apply(ctx, f, dir)
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", 0, err
+		return 0, err
 	}
 	f, err := os.CreateTemp(filepath.Dir(final), ".tmp-*")
 	if err != nil {
-		return "", 0, err
+		return 0, err
 	}
 	defer func() {
 		f.Close()
@@ -301,23 +299,43 @@ func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawR
 	defer stall.Stop()
 	rc, err := l.Compressed()
 	if err != nil {
-		return "", 0, p.fail(rawRef, err)
+		return 0, p.fail(rawRef, err)
 	}
 	defer rc.Close()
+	// The layer is applied as it arrives, beside the download.
+	pr, pw := io.Pipe()
+	applied := make(chan error, 1)
+	go func() {
+		err := apply(ctx, pr, dir)
+		pr.CloseWithError(err) // nil: the writer sees io.ErrClosedPipe
+		applied <- err
+	}()
+	toApply := &pipeWriter{w: pw}
 	h := sha256.New()
 	buf := make([]byte, 1<<20)
 	var n int64
+	fail := func(err error) (int64, error) {
+		pw.CloseWithError(err)
+		var ue *archive.UnsafeError
+		if aerr := <-applied; errors.As(aerr, &ue) {
+			return 0, aerr // what the layer holds, whatever the download did next
+		}
+		return 0, err
+	}
 	for {
 		stall.Reset(StallTimeout)
 		m, rerr := rc.Read(buf)
 		if m > 0 {
 			n += int64(m)
 			if *limit >= 0 && n > *limit {
-				return "", 0, fmt.Errorf("%s: %w: larger than the %d bytes allowed (the pool's free space)", rawRef, ErrDownload, *limit)
+				return fail(fmt.Errorf("%s: %w: larger than the %d bytes allowed (the pool's free space)", rawRef, ErrDownload, *limit))
 			}
 			h.Write(buf[:m])
 			if _, err := f.Write(buf[:m]); err != nil {
-				return "", 0, err
+				return fail(err)
+			}
+			if _, err := toApply.Write(buf[:m]); err != nil {
+				return fail(err)
 			}
 			progress(n)
 		}
@@ -326,47 +344,65 @@ func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawR
 		}
 		if rerr != nil {
 			if context.Cause(ctx) == errStalled {
-				return "", 0, errStalled
+				return fail(errStalled)
 			}
 			var de *DigestError
 			if errors.As(rerr, &de) {
-				return "", 0, de
+				return fail(de)
 			}
 			if strings.Contains(rerr.Error(), "error verifying") {
-				return "", 0, &DigestError{Ref: rawRef, Expected: d.String(), Actual: "sha256:" + hex.EncodeToString(h.Sum(nil)) + " (so far)"}
+				return fail(&DigestError{Ref: rawRef, Expected: d.String(), Actual: "sha256:" + hex.EncodeToString(h.Sum(nil)) + " (so far)"})
 			}
-			return "", 0, p.fail(rawRef, rerr)
+			return fail(p.fail(rawRef, rerr))
 		}
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != d.String() {
-		return "", 0, &DigestError{Ref: rawRef, Expected: d.String(), Actual: got}
+		return fail(&DigestError{Ref: rawRef, Expected: d.String(), Actual: got})
+	}
+	pw.Close()
+	if err := <-applied; err != nil {
+		return 0, err
 	}
 	if *limit >= 0 {
 		*limit -= n
 	}
 	if err := f.Sync(); err != nil {
-		return "", 0, err
+		return 0, err
 	}
 	if err := os.Rename(f.Name(), final); err != nil {
-		return "", 0, err
+		return 0, err
 	}
-	return final, n, nil
+	return n, nil
 }
 
-// apply extracts one cached layer (plain, gzip or zstd) over dir.
-func apply(ctx context.Context, blob, dir string) error {
-	f, err := os.Open(blob)
+// pipeWriter feeds the layer's applier; once it has read all it needs
+// (a tar stream ends before the padding after it) the rest is dropped.
+type pipeWriter struct {
+	w    *io.PipeWriter
+	done bool
+}
+
+func (p *pipeWriter) Write(b []byte) (int, error) {
+	if p.done {
+		return len(b), nil
+	}
+	n, err := p.w.Write(b)
+	if errors.Is(err, io.ErrClosedPipe) {
+		p.done = true
+		return len(b), nil
+	}
+	return n, err
+}
+
+// apply extracts one layer (plain, gzip or zstd) read from r over dir.
+func apply(ctx context.Context, r io.Reader, dir string) error {
+	z, _, err := archive.Decompressor(r)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	r, _, err := archive.Decompressor(f)
-	if err != nil {
+	defer z.Close()
+	if err := archive.Extract(ctx, z, dir, archive.Options{Layer: true}); err != nil {
 		return err
 	}
-	defer r.Close()
-	if err := archive.Extract(ctx, r, dir, archive.Options{Layer: true}); err != nil {
-		return err
-	}
-	return r.Close()
+	return z.Close()
 }

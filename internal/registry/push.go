@@ -37,13 +37,19 @@ func (p *Client) Push(ctx context.Context, rawRef string, img v1.Image, progress
 	if err != nil {
 		return nil, err
 	}
+	// Write closes updates when it returns; progress is not called after
+	// Push returns (the caller's reply is final then).
 	updates := make(chan v1.Update, 16)
+	reported := make(chan struct{})
 	go func() {
+		defer close(reported)
 		for u := range updates {
 			progress(u.Complete, u.Total)
 		}
 	}()
-	if err := remote.Write(ref, img, append(opts, remote.WithProgress(updates))...); err != nil {
+	err = remote.Write(ref, img, append(opts, remote.WithProgress(updates))...)
+	<-reported
+	if err != nil {
 		return nil, p.fail(rawRef, err)
 	}
 	d, err := img.Digest()
