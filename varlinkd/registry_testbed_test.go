@@ -30,7 +30,7 @@ func TestRegistryOnSystemd(t *testing.T) {
 # The root directory's mode is the storage's (podman mounts it 0555), and
 # directory sizes are the file system's.
 treelist() { (cd "$1" && find . -mindepth 1 \( -type d -printf '%y %m %U %G %p\n' \) -o -printf '%y %m %U %G %s %p -> %l\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -mindepth 1 -print0 | sort -z | xargs -0 getfattr -P -d -m - -e hex 2>/dev/null); }
-nothing_left() { ls -A $M; find /var/cache/berth/blobs -name '.tmp-*'; test -z "$(ls -A $M | grep -v -x -e bb -e app -e app2 -e '.#berth' -e '.#app.lck')" && test -z "$(find /var/cache/berth/blobs -name '.tmp-*')"; }
+nothing_left() { ls -A $M; find /var/cache/berth/blobs -name '.tmp-*'; test -z "$(ls -A $M | grep -v -x -e bb -e app -e app2 -e tother -e '.#berth' -e '.#app.lck')" && test -z "$(find /var/cache/berth/blobs -name '.tmp-*')"; }
 setfattr -n user.berth -v kept $M/bb/etc/deleteme-not
 tar --xattrs --xattrs-include='*' -C $M/bb -c . | podman import - localhost/bb >/dev/null
 printf 'FROM localhost/bb\nRUN rm /etc/deleteme\nRUN rm -rf /opq && mkdir /opq && echo new > /opq/new\nRUN echo added > /srv-added && chmod 4711 /srv-added && chown 1234:5678 /srv-added && ln -s /srv-added /srv-link\n' > /tmp/Containerfile
@@ -61,6 +61,7 @@ before=$(blobs)
 check berth-pull-shared-base varlinkctl call --more /run/berth/io.berth io.berth.Machine.Pull "{\"url\":\"docker://$R/test/other:v1\",\"name\":\"app2\"}"
 check one-new-blob test $(( $(blobs) - before )) -eq 1
 check other-file test "$(cat $M/app2/other)" = other
+check pull-as-template sh -c "berth pull --template docker://$R/test/other:v1 tother | grep -q '^from docker://$R/test/other@sha256:' && berth show tother | grep -q 'Kind: template'"
 # Runs under systemd-nspawn@ like any machine.
 printf '[Exec]\nBoot = false\nPrivateUsers = false\nParameters = ["/bin/sleep", "1000"]\n[Network]\nVirtualEthernet = false\n' > /etc/berth/machines/app.toml
 systemctl daemon-reload

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/varlink/go/varlink"
 
 	"github.com/berth-project/berth/internal/archive"
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
+	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
 func init() {
@@ -169,13 +171,14 @@ func sendWithFDs[Out any](ctx context.Context, c *varlink.Connection, method str
 }
 
 func init() {
-	register("pull", verb{usage: "pull [--verify signature|checksum|no] URL|docker://REGISTRY/REPO:TAG NAME",
+	register("pull", verb{usage: "pull [--verify signature|checksum|no] [--template] URL|docker://REGISTRY/REPO:TAG NAME",
 		help: "download a tar archive (checked against a signed SHA256SUMS) or an OCI image (checked against its digests) and make it a machine", run: pullCmd})
 }
 
 func pullCmd(e *env, args []string) int {
 	fs := e.flags("pull")
 	verify := fs.String("verify", "signature", "signature (SHA256SUMS next to the archive, signed by a key of the import keyring), checksum (SHA256SUMS only) or no")
+	asTemplate := fs.Bool("template", false, "make the image a read-only template (berth template adopt) once pulled")
 	asJSON := fs.Bool("json", false, "print the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
@@ -188,10 +191,18 @@ func pullCmd(e *env, args []string) int {
 			return err
 		}
 		img, err := follow(ctx, e, recv)
-		if err == nil && img != nil {
-			printImage(e, *asJSON, img, "pulled")
+		if err != nil || img == nil {
+			return err
 		}
-		return err
+		if *asTemplate {
+			t, err := ioberthtemplate.Adopt().Call(ctx, c, img.Name, &interactive)
+			if err != nil {
+				return fmt.Errorf("%s was pulled, but is not a template: %w", img.Name, ioberthtemplate.Dispatch_Error(err))
+			}
+			img.Kind, img.ReadOnly = "template", t.ReadOnly
+		}
+		printImage(e, *asJSON, img, "pulled")
+		return nil
 	})
 }
 
@@ -268,5 +279,8 @@ func printImage(e *env, asJSON bool, img *ioberthmachine.ImageInfo, verb string)
 		printJSON(e.stdout, img)
 		return
 	}
-	fmt.Fprintf(e.stdout, "machine %s %s at %s (%s)\n", img.Name, verb, img.Path, img.Type)
+	fmt.Fprintf(e.stdout, "%s %s %s at %s (%s)\n", img.Kind, img.Name, verb, img.Path, img.Type)
+	if img.Template != nil && strings.Contains(*img.Template, "://") {
+		fmt.Fprintf(e.stdout, "from %s\n", *img.Template)
+	}
 }
