@@ -148,7 +148,8 @@ func Build(ctx context.Context, srcRoot string, log io.Writer) (string, error) {
 		for _, args := range [][]string{
 			{"setup", buildDir, srcRoot, "--prefix=/usr", "--sysconfdir=/etc",
 				"-Dsystemdsystemunitdir=/usr/lib/systemd/system",
-				"-Dsystemdsystemgeneratordir=/usr/lib/systemd/system-generators"},
+				"-Dsystemdsystemgeneratordir=/usr/lib/systemd/system-generators",
+				"-Dsystemdsystempresetdir=/usr/lib/systemd/system-preset"},
 			{"compile", "-C", buildDir},
 		} {
 			cmd := exec.CommandContext(ctx, "meson", args...)

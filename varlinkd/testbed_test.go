@@ -173,3 +173,21 @@ check template-survives-clean test -d /srv/pool/machines/bw/usr
 			"/etc/systemd/system/berthd.service.d/pool.conf": "[Service]\nExecStart=\nExecStart=/usr/libexec/berth/berthd --pool /srv/pool/machines\n",
 		}})
 }
+
+// TestPresetEnablesSocket: after meson install, systemd's preset turns
+// berthd.socket on, as a package's install script would, and the CLI
+// reaches berthd through it.
+func TestPresetEnablesSocket(t *testing.T) {
+	testbed.Boot(t, testbed.Scenario{
+		Name: "preset",
+		Script: `
+check preset-installed test -f /usr/lib/systemd/system-preset/90-berth.preset
+systemctl disable -q berthd.socket 2>/dev/null
+check socket-disabled-first sh -c "test \"$(systemctl is-enabled berthd.socket)\" = disabled"
+check preset-applies systemctl preset berthd.socket
+check socket-enabled sh -c "test \"$(systemctl is-enabled berthd.socket)\" = enabled"
+check socket-starts systemctl start berthd.socket
+check cli-reaches-berthd berth list
+`,
+	})
+}
