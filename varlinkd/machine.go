@@ -201,6 +201,9 @@ func (st *streamer) report(phase string, done, total int64) {
 	}
 	st.c.Continues = true
 	msg := fmt.Sprintf("%.1f of %.1f MB", float64(done)/1e6, float64(total)/1e6)
+	if total <= 0 {
+		msg = fmt.Sprintf("%.1f MB", float64(done)/1e6) // a total not known yet
+	}
 	if err := st.send(&ioberthmachine.Progress{Phase: phase, Percent: pct, Message: msg}); err != nil {
 		st.cancel()
 	}

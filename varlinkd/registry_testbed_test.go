@@ -111,6 +111,9 @@ check podman-tree sh -c "test \"\$(cat \$(podman image mount $R/test/web:1)/srv/
 printf '[containers]\nkeyring = false\n' > /etc/containers/containers.conf
 check podman-runs-it sh -c "podman run --rm --network=host --cgroups=disabled $R/test/web:1 | grep -qx hello"
 check gzip-layers berth publish --compression gzip web $R/test/web:gzip
+# Progress to a log (not a terminal): lines per phase and quarter, no bar.
+berth publish web $R/test/web:log 2> /tmp/progress.log
+check progress-lines-in-a-log sh -c "cat -A /tmp/progress.log; grep -q '^[a-z]*: [0-9]*% ' /tmp/progress.log && ! grep -q \"\$(printf '\\r')\" /tmp/progress.log"
 # systemd's HTTP layout, signed by gpg as the caller; berth and importd
 # (--verify=signature) take it from a plain web server.
 export GNUPGHOME=/root/gnupg && mkdir -m 0700 $GNUPGHOME

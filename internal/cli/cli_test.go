@@ -100,3 +100,28 @@ func TestReplaceSum(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Off a terminal, progress is a line when a phase starts and one at each
+// quarter, not a redrawn bar; on one, a bar redrawn in place.
+func TestProgressLines(t *testing.T) {
+	var log bytes.Buffer
+	p := newProgress(&log)
+	for _, u := range []struct {
+		pct   int
+		phase string
+	}{{0, "download"}, {10, "download"}, {26, "download"}, {30, "download"}, {51, "download"}, {99, "download"}, {0, "apply"}, {50, "apply"}} {
+		p.update(u.pct, u.phase, "msg")
+	}
+	p.done()
+	want := "download: 0% msg\ndownload: 26% msg\ndownload: 51% msg\ndownload: 99% msg\napply: 0% msg\napply: 50% msg\n"
+	if log.String() != want {
+		t.Errorf("off a terminal:\n%s\nwant:\n%s", log.String(), want)
+	}
+	var term bytes.Buffer
+	bar := &progress{w: &term, tty: true}
+	bar.update(50, "x", "half")
+	bar.done()
+	if !strings.Contains(term.String(), "\r\033[K[###############...............]  50% half") || strings.Contains(term.String(), "\n") {
+		t.Errorf("on a terminal: %q", term.String())
+	}
+}

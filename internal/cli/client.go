@@ -175,10 +175,20 @@ func isTerminal(v any) bool {
 
 // progress shows long work: a redrawn bar on a terminal, one line per
 // phase otherwise.
+// progress shows a long operation: a bar redrawn in place on a terminal;
+// elsewhere (a pipe, a log, TERM=dumb) sparse lines that read well in a
+// log: one when a phase starts and one at each quarter of it.
 type progress struct {
-	w     io.Writer
-	tty   bool
-	phase string
+	w       io.Writer
+	tty     bool
+	phase   string
+	quarter int // of the phase, last reported off a terminal
+}
+
+// newProgress shows progress on w, as a bar if w is a terminal that can
+// redraw a line.
+func newProgress(w io.Writer) *progress {
+	return &progress{w: w, tty: isTerminal(w) && os.Getenv("TERM") != "dumb"}
 }
 
 func (p *progress) update(pct int, phase, msg string) {
@@ -192,9 +202,10 @@ func (p *progress) update(pct int, phase, msg string) {
 		fmt.Fprintf(p.w, "\r\033[K%s", line)
 		return
 	}
-	if phase != p.phase {
-		p.phase = phase
-		fmt.Fprintf(p.w, "%3d%% %s: %s\n", pct, phase, msg)
+	q := pct / 25
+	if phase != p.phase || q > p.quarter {
+		p.phase, p.quarter = phase, q
+		fmt.Fprintf(p.w, "%s: %d%% %s\n", phase, pct, msg)
 	}
 }
 

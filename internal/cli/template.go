@@ -89,7 +89,7 @@ func templateCreate(e *env, args []string) int {
 	if err != nil {
 		return e.fail(err)
 	}
-	bar := &progress{w: e.stderr, tty: isTerminal(e.stderr)}
+	bar := newProgress(e.stderr)
 	for {
 		prog, tmpl, flags, err := recv(ctx)
 		if err != nil {

@@ -20,7 +20,7 @@ func init() {
 
 // follow reads progress replies until the last one.
 func follow[T any](ctx context.Context, e *env, recv func(context.Context) (*ioberthmachine.Progress, T, uint64, error)) (T, error) {
-	bar := &progress{w: e.stderr, tty: isTerminal(e.stderr)}
+	bar := newProgress(e.stderr)
 	defer bar.done()
 	for {
 		p, v, flags, err := recv(ctx)
