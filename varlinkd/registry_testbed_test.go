@@ -100,6 +100,7 @@ echo web > $M/web/etc/hostname; rm $M/web/etc/deleteme; mkdir -p $M/web/srv && e
 printf '[Exec]\nBoot = false\nParameters = ["/bin/sh", "-c", "cat /srv/index.html"]\nEnvironment = { GREETING = "hi" }\nWorkingDirectory = "/srv"\n' > /etc/berth/machines/web.toml
 check publish-template sh -c "berth publish --json tb $R/test/tb:1 > /tmp/tb.json"
 check publish-clone sh -c "berth publish --json web docker://$R/test/web:1 > /tmp/web.json"
+check json-streams-progress grep -q '^{"progress":{"phase":"layer"' /tmp/tb.json
 sent() { sed -n 's/.*"sent": *\([0-9]*\).*/\1/p' $1; }
 check clone-sends-a-tenth test $(( $(sent /tmp/web.json) * 10 )) -lt $(sent /tmp/tb.json)
 check berth-pulls-it berth pull docker://$R/test/web:1 web2

@@ -18,6 +18,9 @@ const (
 
 type env struct {
 	stdout, stderr io.Writer
+	// jsonProgress streams progress records to stdout, one JSON object a
+	// line, instead of showing them (a verb's --json).
+	jsonProgress bool
 }
 
 type verb struct {

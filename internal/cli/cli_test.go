@@ -2,10 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/berth-project/berth/varlinkd/ioberthmachine"
 )
 
 func run(args ...string) (int, string, string) {
@@ -123,5 +128,32 @@ func TestProgressLines(t *testing.T) {
 	bar.done()
 	if !strings.Contains(term.String(), "\r\033[K[###############...............]  50% half") || strings.Contains(term.String(), "\n") {
 		t.Errorf("on a terminal: %q", term.String())
+	}
+}
+
+// With --json, progress records go to stdout as JSON lines and the bar
+// stays away; an export to stdout refuses --json, which would corrupt it.
+func TestFollowJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, jsonProgress: true}
+	replies := []*ioberthmachine.Progress{{Phase: "export", Percent: 10, Message: "a"}, {Phase: "export", Percent: 90, Message: "b"}, nil}
+	i := 0
+	v, err := follow(context.Background(), e, func(context.Context) (*ioberthmachine.Progress, int, uint64, error) {
+		p := replies[i]
+		i++
+		if p == nil {
+			return nil, 42, 0, nil
+		}
+		return p, 0, varlink.Continues, nil
+	})
+	if err != nil || v != 42 {
+		t.Fatalf("follow: %v %v", v, err)
+	}
+	want := `{"progress":{"phase":"export","percent":10,"message":"a"}}` + "\n" + `{"progress":{"phase":"export","percent":90,"message":"b"}}` + "\n"
+	if out.String() != want || errb.Len() != 0 {
+		t.Errorf("stdout %q, stderr %q", out.String(), errb.String())
+	}
+	if code, _, stderr := run("export", "--json", "web", "-"); code != exitUsage || !strings.Contains(stderr, "--json writes to standard output") {
+		t.Errorf("export --json to stdout: %d %q", code, stderr)
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -18,7 +19,8 @@ func init() {
 	register("import", verb{usage: "import [--all-xattrs] FILE|- NAME", help: "make a machine from a tar archive", run: importCmd})
 }
 
-// follow reads progress replies until the last one.
+// follow reads progress replies until the last one, showing them, or
+// with --json passing them on as {"progress": …} lines.
 func follow[T any](ctx context.Context, e *env, recv func(context.Context) (*ioberthmachine.Progress, T, uint64, error)) (T, error) {
 	bar := newProgress(e.stderr)
 	defer bar.done()
@@ -27,7 +29,11 @@ func follow[T any](ctx context.Context, e *env, recv func(context.Context) (*iob
 		if err != nil {
 			return v, err
 		}
-		if p != nil {
+		switch {
+		case p != nil && e.jsonProgress:
+			line, _ := json.Marshal(map[string]any{"progress": p})
+			fmt.Fprintf(e.stdout, "%s\n", line)
+		case p != nil:
 			bar.update(int(p.Percent), p.Phase, p.Message)
 		}
 		if flags&varlink.Continues == 0 {
@@ -41,11 +47,16 @@ func exportCmd(e *env, args []string) int {
 	format := fs.String("format", "", "tar, zstd, xz or gzip (default: from the file suffix, else zstd)")
 	force := fs.Bool("force", false, "replace FILE if it exists")
 	allX := fs.Bool("all-xattrs", false, "carry every extended attribute, not only user.*, file capabilities and ACLs")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
+	asJSON := fs.Bool("json", false, "print progress records and the result as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
 	}
+	if *asJSON && fs.Arg(1) == "-" {
+		fmt.Fprintln(e.stderr, "berth: --json writes to standard output, which the archive takes here")
+		return exitUsage
+	}
+	e.jsonProgress = *asJSON
 	f := archive.Format(*format)
 	if *format == "" {
 		if f, _ = archive.FormatOf(fs.Arg(1)); f == "" {
@@ -117,11 +128,12 @@ type importOut struct {
 func importCmd(e *env, args []string) int {
 	fs := e.flags("import")
 	allX := fs.Bool("all-xattrs", false, "apply every extended attribute the archive carries (root only)")
-	asJSON := fs.Bool("json", false, "print the machine as JSON")
+	asJSON := fs.Bool("json", false, "print progress records and the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
 	}
+	e.jsonProgress = *asJSON
 	// Opened here, as the caller: berthd reads only what its caller can.
 	in := os.Stdin
 	if fs.Arg(0) != "-" {
@@ -179,11 +191,12 @@ func pullCmd(e *env, args []string) int {
 	fs := e.flags("pull")
 	verify := fs.String("verify", "signature", "signature (SHA256SUMS next to the archive, signed by a key of the import keyring), checksum (SHA256SUMS only) or no")
 	asTemplate := fs.Bool("template", false, "make the image a read-only template (berth template adopt) once pulled")
-	asJSON := fs.Bool("json", false, "print the machine as JSON")
+	asJSON := fs.Bool("json", false, "print progress records and the machine as JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 2 {
 		fs.Usage()
 		return exitUsage
 	}
+	e.jsonProgress = *asJSON
 	return e.withBerthd(func(ctx context.Context, c *varlink.Connection) error {
 		interactive := isTerminal(os.Stdin)
 		recv, err := ioberthmachine.Pull().Send(ctx, c, varlink.More, fs.Arg(0), fs.Arg(1), verify, &interactive)
@@ -232,7 +245,7 @@ func publishCmd(e *env, args []string) int {
 	keyFile := fs.String("sign-key", "", "sign with the PEM private key in `FILE` (read by berth as you, passed to berthd)")
 	httpDir := fs.String("http", "", "write NAME.tar.xz, SHA256SUMS and SHA256SUMS.gpg into `DIR` for importctl pull-tar and berth pull, instead")
 	gpgKey := fs.String("gpg-key", "", "with --http: sign SHA256SUMS with gpg key `ID` (default: gpg's default key)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
+	asJSON := fs.Bool("json", false, "print progress records and the result as JSON")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -243,6 +256,7 @@ func publishCmd(e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
+	e.jsonProgress = *asJSON
 	in := publishIn{Name: fs.Arg(0), Reference: fs.Arg(1), Compression: *comp, AllowInteractiveAuthentication: isTerminal(os.Stdin)}
 	var files []*os.File
 	if *keyFile != "" {
