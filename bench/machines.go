@@ -115,38 +115,16 @@ func hostileFiles() (map[string]string, error) {
 
 // benchMachines boots the testbed and runs machinesScript there.
 func benchMachines() error {
-	ctx := context.Background()
-	pool, err := testbed.Open(ctx, os.Stderr)
-	if err != nil {
-		return err
-	}
-	base, err := pool.Base(ctx)
-	if err != nil {
-		return err
-	}
-	src, err := testbed.SourceRoot()
-	if err != nil {
-		return err
-	}
-	build, err := testbed.Build(ctx, src, os.Stderr)
-	if err != nil {
-		return err
-	}
-	if err := pool.Settle(ctx); err != nil {
-		return err
-	}
 	files, err := hostileFiles()
 	if err != nil {
 		return err
 	}
-	res, err := pool.Run(ctx, base, build, testbed.Scenario{Name: "bench-machines", Files: files,
-		Script: machinesScript + "\ncp /var/lib/berth-test/rows /var/lib/berth-test/output\n", Timeout: 30 * time.Minute})
+	lines, err := runScript(testbed.Scenario{Name: "bench-machines", Files: files, Script: machinesScript}, true)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\n## Machines: export, import, clone, berth against machinectl (systemd 257)\n\n")
 	fmt.Printf("Inside the testbed (Debian trixie, systemd 257, btrfs), one bookworm minbase machine. Each time is the command and a sync after it, from a synced start, in milliseconds: the median of five runs, alternating between the tools, all five in brackets.\n\n")
-	lines := strings.Split(strings.TrimSpace(res.Output), "\n")
 	fmt.Println("| operation | command | time | archive size |")
 	fmt.Println("|---|---|---|---|")
 	for _, line := range lines {
@@ -168,4 +146,39 @@ func benchMachines() error {
 		}
 	}
 	return nil
+}
+
+// runScript runs a benchmark script in the testbed (the first system, with
+// packages added to its base) and returns the rows it wrote. settle waits
+// for the pool's file system to be quiet first.
+func runScript(sc testbed.Scenario, settle bool, packages ...string) ([]string, error) {
+	ctx := context.Background()
+	pool, err := testbed.Open(ctx, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	base, err := pool.Base(ctx, packages...)
+	if err != nil {
+		return nil, err
+	}
+	src, err := testbed.SourceRoot()
+	if err != nil {
+		return nil, err
+	}
+	build, err := testbed.Build(ctx, src, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	if settle {
+		if err := pool.Settle(ctx); err != nil {
+			return nil, err
+		}
+	}
+	sc.Script += "\ncp /var/lib/berth-test/rows /var/lib/berth-test/output\n"
+	sc.Timeout = 30 * time.Minute
+	res, err := pool.Run(ctx, base, build, sc)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimSpace(res.Output), "\n"), nil
 }

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/berth-project/berth/testbed"
 )
@@ -74,32 +71,13 @@ check done true
 `
 
 func benchRegistry() error {
-	ctx := context.Background()
-	pool, err := testbed.Open(ctx, os.Stderr)
-	if err != nil {
-		return err
-	}
-	base, err := pool.Base(ctx, testbed.RegistryPackages...)
-	if err != nil {
-		return err
-	}
-	src, err := testbed.SourceRoot()
-	if err != nil {
-		return err
-	}
-	build, err := testbed.Build(ctx, src, os.Stderr)
-	if err != nil {
-		return err
-	}
-	res, err := pool.Run(ctx, base, build, testbed.Scenario{Name: "bench-registry", Files: testbed.RegistryFiles,
-		Prepare: testbed.WriteTestCA,
-		Script:  registryScript + "\ncp /var/lib/berth-test/rows /var/lib/berth-test/output\n", Timeout: 30 * time.Minute})
+	lines, err := runScript(testbed.Scenario{Name: "bench-registry", Files: testbed.RegistryFiles,
+		Prepare: testbed.WriteTestCA, Script: registryScript}, false, testbed.RegistryPackages...)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("\n## Registries: publish and pull, berth against podman and importctl (systemd 257)\n\n")
 	fmt.Printf("Inside the testbed (Debian trixie, systemd 257, btrfs), Debian's docker-registry with TLS and htpasswd on 127.0.0.1, one bookworm minbase template. Each time is the command and a sync after it, from a synced start, in milliseconds: the median of five runs, alternating between the tools, each from empty caches into a repository or name not used before, all five in brackets.\n\n")
-	lines := strings.Split(strings.TrimSpace(res.Output), "\n")
 	fmt.Println("| operation | command | time |")
 	fmt.Println("|---|---|---|")
 	for _, line := range lines {
