@@ -149,7 +149,8 @@ func Build(ctx context.Context, srcRoot string, log io.Writer) (string, error) {
 			{"setup", buildDir, srcRoot, "--prefix=/usr", "--sysconfdir=/etc",
 				"-Dsystemdsystemunitdir=/usr/lib/systemd/system",
 				"-Dsystemdsystemgeneratordir=/usr/lib/systemd/system-generators",
-				"-Dsystemdsystempresetdir=/usr/lib/systemd/system-preset"},
+				"-Dsystemdsystempresetdir=/usr/lib/systemd/system-preset", "-Dman=enabled",
+				"-Dzshcompletiondir=/usr/share/zsh/vendor-completions"},
 			{"compile", "-C", buildDir},
 		} {
 			cmd := exec.CommandContext(ctx, "meson", args...)

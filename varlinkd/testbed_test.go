@@ -174,12 +174,25 @@ check template-survives-clean test -d /srv/pool/machines/bw/usr
 		}})
 }
 
-// TestPresetEnablesSocket: after meson install, systemd's preset turns
-// berthd.socket on, as a package's install script would, and the CLI
-// reaches berthd through it.
-func TestPresetEnablesSocket(t *testing.T) {
+// TestAfterInstall is what an admin reaches for first, after meson
+// install: systemd's preset turns berthd.socket on (as a package's install
+// script would) and the CLI reaches berthd through it; man finds every
+// page; bash and fish complete verbs, options and the pool's names (and
+// quietly nothing when berthd is gone); a long operation draws a bar on a
+// pseudo-terminal and writes sparse lines to a pipe.
+func TestAfterInstall(t *testing.T) {
 	testbed.Boot(t, testbed.Scenario{
-		Name: "preset",
+		Name:     "after-install",
+		Packages: []string{"man-db", "bash-completion", "fish", "zsh"},
+		Prepare: func(root string) error {
+			for _, name := range []string{"base", "web", "db"} {
+				if err := testbed.BusyboxMachine(root, name); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Files: map[string]string{"/usr/lib/berth-test/complete-bash": completeBash, "/usr/lib/berth-test/complete-zsh": completeZsh},
 		Script: `
 check preset-installed test -f /usr/lib/systemd/system-preset/90-berth.preset
 systemctl disable -q berthd.socket 2>/dev/null
@@ -188,6 +201,90 @@ check preset-applies systemctl preset berthd.socket
 check socket-enabled sh -c "test \"$(systemctl is-enabled berthd.socket)\" = enabled"
 check socket-starts systemctl start berthd.socket
 check cli-reaches-berthd berth list
+
+# Man pages, where man looks, rendered.
+for page in 1:berth 8:berthd 8:berth-generator 5:berth.machine 5:berth.template 5:berth.toml 7:berth-varlink; do
+	check "man-finds-${page#*:}" man -w "${page%%:*}" "${page#*:}"
+done
+check man-renders sh -c "man -P cat 5 berth.machine 2>/dev/null | grep -q 'PrivateUsersDelegate = string or integer'"
+check unit-documentation sh -c "systemctl show -p Documentation berthd.service | grep -q 'man:berthd(8)'"
+
+# The pool: a template, two machines, a snapshot.
+check adopt berth template adopt base
+check snapshot berth snapshot web nightly
+head -c 64000000 /dev/urandom > /var/lib/machines/web/big
+
+# bash: the script bash-completion loads for berth, driven as readline would.
+cb=/usr/lib/berth-test/complete-bash
+check bash-complete-registered sh -c "$cb --registered | grep -q -- '-F _berth berth'"
+check bash-verbs-re test "$($cb berth re)" = "remove rename restore"
+check bash-verbs-all sh -c "test \$($cb berth '' | wc -w) -ge 15"
+check bash-machines test "$($cb berth remove '')" = "db web"
+check bash-templates test "$($cb berth clone '')" = "base"
+check bash-images test "$($cb berth export '')" = "base db web"
+check bash-snapshots test "$($cb berth restore web '')" = "nightly"
+check bash-options test "$($cb berth export --f)" = "--force --format"
+check bash-option-values test "$($cb berth pull --verify '')" = "checksum no signature"
+mkdir -p /tmp/files && touch /tmp/files/a.tar.zst
+check bash-files test "$($cb berth import /tmp/files/a)" = "/tmp/files/a.tar.zst"
+
+# fish: its vendor directory, asked as the shell would.
+check fish-machines sh -c "fish -c 'complete -C \"berth remove \"' | cut -f1 | sort | xargs | grep -qx 'db web'"
+check fish-verbs sh -c "fish -c 'complete -C \"berth sna\"' | cut -f1 | grep -qx snapshot"
+
+# zsh: compinit finds _berth in its fpath; TAB TAB in a real line editor.
+check zsh-machines sh -c "/usr/lib/berth-test/complete-zsh 'berth remove ' | grep -aq 'db *web'"
+check zsh-verbs sh -c "/usr/lib/berth-test/complete-zsh 'berth re' | grep -aq 'remove *rename *restore'"
+
+# A long operation: a bar on a terminal, lines on a pipe and a dumb terminal.
+TERM=xterm script -qfec "berth export web /tmp/tty.tar.zst" /tmp/tty.out > /dev/null
+check bar-on-a-terminal sh -c "grep -aq '\[#*\.*\] *[0-9]*%' /tmp/tty.out && grep -aq \"\$(printf '\r')\" /tmp/tty.out"
+berth export web /tmp/pipe.tar.zst 2>&1 | cat > /tmp/pipe.out
+check lines-on-a-pipe sh -c "cat -A /tmp/pipe.out; grep -q '^[a-z]*: [0-9]*% ' /tmp/pipe.out && ! grep -q \"\$(printf '\r')\" /tmp/pipe.out && ! grep -q '\[#' /tmp/pipe.out"
+TERM=dumb script -qfec "berth export web /tmp/dumb.tar.zst" /tmp/dumb.out > /dev/null
+check lines-on-a-dumb-terminal sh -c "cat -A /tmp/dumb.out; grep -aq '^[a-z]*: [0-9]*% ' /tmp/dumb.out && ! grep -aq '\[#' /tmp/dumb.out"
+
+# Without berthd, completion is quiet and quick; verbs still complete.
+systemctl stop berthd.socket berthd.service
+start=$SECONDS
+check quiet-without-berthd sh -c "test -z \"\$(berth __complete remove '' 2>&1)\""
+check quick-without-berthd test $((SECONDS - start)) -le 3
+check verbs-without-berthd test "$($cb berth re)" = "remove rename restore"
 `,
 	})
 }
+
+// completeBash drives bash completion for berth in a non-interactive bash:
+// bash-completion's loader finds berth's script where meson installed it,
+// then the completion function runs as readline would call it. It prints
+// the candidates for the last word, sorted, on one line.
+const completeBash = `#!/bin/bash
+. /usr/share/bash-completion/bash_completion
+_completion_loader berth
+if [ "${1-}" = --registered ]; then complete -p berth; exit; fi
+COMP_WORDS=("$@")
+COMP_CWORD=$(($# - 1))
+COMP_LINE="$*"
+COMP_POINT=${#COMP_LINE}
+f=$(complete -p berth | sed -n 's/.*-F \([^ ]*\) .*/\1/p')
+"$f" berth "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}" | sort | xargs
+`
+
+// completeZsh types a command line and two TABs into an interactive zsh on
+// a pseudo-terminal (zsh/zpty), with compinit loading completions from
+// zsh's own fpath, and prints what the terminal showed.
+const completeZsh = `#!/bin/zsh -f
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PS1="> "; autoload -Uz compinit && compinit -u'
+sleep 1
+zpty -w -n z "$1"$'\t'
+sleep 2
+zpty -w -n z $'\t'
+sleep 1
+out= all=
+while zpty -r -t z out; do all+=$out; done
+zpty -d z
+print -r -- "$all"
+`

@@ -19,23 +19,31 @@ var (
 	binDir  = "/usr/bin"
 )
 
-func main() {
-	root := flag.String("root", "", "read config and write output below `DIR` (as systemctl --root)")
-	dryRun := flag.Bool("dry-run", false, "print what would be generated; write nothing")
-	flag.Usage = func() {
+// flags are the generator's options; berth-generator(8) documents each
+// (man_test.go).
+func flags() (fs *flag.FlagSet, root *string, dryRun *bool) {
+	fs = flag.NewFlagSet("berth-generator", flag.ExitOnError)
+	root = fs.String("root", "", "read config and write output below `DIR` (as systemctl --root)")
+	dryRun = fs.Bool("dry-run", false, "print what would be generated; write nothing")
+	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: %s [--root DIR] [--dry-run] [NORMAL-DIR [EARLY-DIR LATE-DIR]]\n", os.Args[0])
-		flag.PrintDefaults()
+		fs.PrintDefaults()
 	}
-	flag.Parse()
+	return fs, root, dryRun
+}
+
+func main() {
+	fs, root, dryRun := flags()
+	fs.Parse(os.Args[1:])
 	// A short-lived process that parses many small files: no collections
 	// until the heap is large (measured in bench/: a third of the run time).
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(-1)
 		debug.SetMemoryLimit(256 << 20)
 	}
-	args := flag.Args()
+	args := fs.Args()
 	if len(args) != 0 && len(args) != 1 && len(args) != 3 || len(args) == 0 && !*dryRun && *root == "" {
-		flag.Usage()
+		fs.Usage()
 		os.Exit(2)
 	}
 	outDir := "/run/systemd/generator"

@@ -24,13 +24,26 @@ import (
 	"github.com/berth-project/berth/varlinkd"
 )
 
+type options struct {
+	listen, poolDir, cacheDir string
+	idle                      time.Duration
+}
+
+// flags are berthd's options; berthd(8) documents each (man_test.go).
+func flags() (*flag.FlagSet, *options) {
+	var o options
+	fs := flag.NewFlagSet("berthd", flag.ExitOnError)
+	fs.StringVar(&o.listen, "listen", "", "listen on this unix socket `PATH` instead of the socket systemd passes")
+	fs.StringVar(&o.poolDir, "pool", "", "machine pool `DIR` (default: [Pool] Directory in berth.toml, else "+pool.DefaultDir+")")
+	fs.StringVar(&o.cacheDir, "cache", "", "package cache `DIR` (default: [Cache] Directory in berth.toml, else "+template.DefaultCacheDir+")")
+	fs.DurationVar(&o.idle, "idle", 20*time.Second, "exit after this long without calls or operations (0: never)")
+	return fs, &o
+}
+
 func main() {
-	listen := flag.String("listen", "", "listen on this unix socket `PATH` instead of the socket systemd passes")
-	poolDir := flag.String("pool", "", "machine pool `DIR` (default: [Pool] Directory in berth.toml, else "+pool.DefaultDir+")")
-	cacheDir := flag.String("cache", "", "package cache `DIR` (default: [Cache] Directory in berth.toml, else "+template.DefaultCacheDir+")")
-	idle := flag.Duration("idle", 20*time.Second, "exit after this long without calls or operations (0: never)")
-	flag.Parse()
-	if err := run(*listen, *poolDir, *cacheDir, *idle); err != nil {
+	fs, o := flags()
+	fs.Parse(os.Args[1:])
+	if err := run(o.listen, o.poolDir, o.cacheDir, o.idle); err != nil {
 		fmt.Fprintln(os.Stderr, "berthd:", err)
 		os.Exit(1)
 	}

@@ -9,11 +9,11 @@ import (
 	"sort"
 )
 
-// Exit codes.
+// Exit codes, as documented in berth(1).
 const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
+	exitOK    = 0 // done
+	exitFail  = 1 // berthd (or the check) refused or failed; the message says why
+	exitUsage = 2 // the command line is wrong: unknown verb, option or argument count
 )
 
 type env struct {
@@ -21,12 +21,22 @@ type env struct {
 	// jsonProgress streams progress records to stdout, one JSON object a
 	// line, instead of showing them (a verb's --json).
 	jsonProgress bool
+	// describing: the verb runs only to hand its FlagSet to described
+	// (see options); -h stops it before it does anything.
+	describing bool
+	described  *flag.FlagSet
 }
 
 type verb struct {
 	usage string
 	help  string
 	run   func(e *env, args []string) int
+	// args are the kinds of the positional arguments, for completion; the
+	// last repeats. A verb with subcommands has them in subs instead.
+	args []arg
+	subs map[string][]arg
+	// hidden verbs are for scripts (shell completion), not in the usage.
+	hidden bool
 }
 
 var verbs = map[string]verb{}
@@ -55,8 +65,10 @@ func Run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: berth COMMAND [ARGS]\n\ncommands:")
 	names := make([]string, 0, len(verbs))
-	for n := range verbs {
-		names = append(names, n)
+	for n, v := range verbs {
+		if !v.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
@@ -69,6 +81,10 @@ func (e *env) flags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
+		if e.describing {
+			e.described = fs
+			return
+		}
 		fmt.Fprintf(e.stderr, "usage: berth %s\n", verbs[name].usage)
 		fs.PrintDefaults()
 	}

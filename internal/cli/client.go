@@ -173,8 +173,6 @@ func isTerminal(v any) bool {
 	return err == nil
 }
 
-// progress shows long work: a redrawn bar on a terminal, one line per
-// phase otherwise.
 // progress shows a long operation: a bar redrawn in place on a terminal;
 // elsewhere (a pipe, a log, TERM=dumb) sparse lines that read well in a
 // log: one when a phase starts and one at each quarter of it.

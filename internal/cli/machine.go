@@ -12,11 +12,11 @@ import (
 )
 
 func init() {
-	register("clone", verb{usage: "clone [--if-missing] TEMPLATE NAME", help: "make machine NAME from a template", run: machineClone})
+	register("clone", verb{usage: "clone [--if-missing] TEMPLATE NAME", help: "make machine NAME from a template", run: machineClone, args: []arg{argTemplate, argNew}})
 	register("list", verb{usage: "list [--json]", help: "list the templates and machines of the pool", run: machineList})
-	register("show", verb{usage: "show [--json] NAME", help: "show one image", run: machineShow})
-	register("remove", verb{usage: "remove [--force] NAME", help: "remove a machine (--force: even if it runs)", run: machineRemove})
-	register("rename", verb{usage: "rename NAME NEWNAME", help: "rename a machine that is not running", run: machineRename})
+	register("show", verb{usage: "show [--json] NAME", help: "show one image", run: machineShow, args: []arg{argImage}})
+	register("remove", verb{usage: "remove [--force] NAME", help: "remove a machine (--force: even if it runs)", run: machineRemove, args: []arg{argMachine}})
+	register("rename", verb{usage: "rename NAME NEWNAME", help: "rename a machine that is not running", run: machineRename, args: []arg{argMachine, argNew}})
 }
 
 func machineClone(e *env, args []string) int {

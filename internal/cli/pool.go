@@ -18,11 +18,13 @@ func init() {
 		usage: "pool show | pool init --size SIZE [--image PATH]",
 		help:  "show the machine pool, or make it a loopback btrfs",
 		run:   poolCmd,
+		subs:  map[string][]arg{"show": nil, "init": nil},
 	})
 	register("cache", verb{
 		usage: "cache list [--json] | cache clean",
 		help:  "show or delete downloaded packages, base trees and image layers",
 		run:   cacheCmd,
+		subs:  map[string][]arg{"list": nil, "clean": nil},
 	})
 }
 
@@ -57,8 +59,11 @@ func poolCmd(e *env, args []string) int {
 		return exitUsage
 	}
 	fs := e.flags("pool")
-	size := fs.String("size", "", "size of the image, such as 20G (init)")
-	image := fs.String("image", "", "image file (init; default: the pool path + .raw)")
+	var size, image *string
+	if args[0] == "init" {
+		size = fs.String("size", "", "size of the image, such as 20G")
+		image = fs.String("image", "", "the image `FILE` (default: the pool path + .raw)")
+	}
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
@@ -100,7 +105,10 @@ func cacheCmd(e *env, args []string) int {
 		return exitUsage
 	}
 	fs := e.flags("cache")
-	asJSON := fs.Bool("json", false, "print JSON (list)")
+	asJSON := new(bool)
+	if args[0] == "list" {
+		asJSON = fs.Bool("json", false, "print JSON")
+	}
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}

@@ -16,8 +16,9 @@ func init() {
 		usage: "snapshot NAME SNAPSHOT | --list NAME | --remove NAME SNAPSHOT",
 		help:  "take, list or remove read-only snapshots of a machine",
 		run:   snapshotCmd,
+		args:  []arg{argMachine, argSnapshot},
 	})
-	register("restore", verb{usage: "restore NAME SNAPSHOT", help: "put a stopped machine back to a snapshot", run: restoreCmd})
+	register("restore", verb{usage: "restore NAME SNAPSHOT", help: "put a stopped machine back to a snapshot", run: restoreCmd, args: []arg{argMachine, argSnapshot}})
 }
 
 func snapshotCmd(e *env, args []string) int {

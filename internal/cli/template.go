@@ -17,6 +17,9 @@ func init() {
 		usage: "template create|list|show|remove|adopt ...",
 		help:  "build and manage read-only templates (through berthd)",
 		run:   templateCmd,
+		subs: map[string][]arg{
+			"create": {argNew}, "list": nil, "show": {argTemplate}, "remove": {argTemplate}, "adopt": {argMachine},
+		},
 	})
 }
 

@@ -15,8 +15,8 @@ import (
 )
 
 func init() {
-	register("export", verb{usage: "export [--format F] [--force] [--all-xattrs] NAME FILE|-", help: "write an image to a tar archive (.tar, .tar.zst, .tar.xz, .tar.gz)", run: exportCmd})
-	register("import", verb{usage: "import [--all-xattrs] FILE|- NAME", help: "make a machine from a tar archive", run: importCmd})
+	register("export", verb{usage: "export [--format F] [--force] [--all-xattrs] NAME FILE|-", help: "write an image to a tar archive (.tar, .tar.zst, .tar.xz, .tar.gz)", run: exportCmd, args: []arg{argImage, argFile}})
+	register("import", verb{usage: "import [--all-xattrs] FILE|- NAME", help: "make a machine from a tar archive", run: importCmd, args: []arg{argFile, argNew}})
 }
 
 // follow reads progress replies until the last one, showing them, or
@@ -184,7 +184,7 @@ func sendWithFDs[Out any](ctx context.Context, c *varlink.Connection, method str
 
 func init() {
 	register("pull", verb{usage: "pull [--verify signature|checksum|no] [--template] URL|docker://REGISTRY/REPO:TAG NAME",
-		help: "download a tar archive (checked against a signed SHA256SUMS) or an OCI image (checked against its digests) and make it a machine", run: pullCmd})
+		help: "download a tar archive (checked against a signed SHA256SUMS) or an OCI image (checked against its digests) and make it a machine", run: pullCmd, args: []arg{argSource, argNew}})
 }
 
 func pullCmd(e *env, args []string) int {
@@ -221,7 +221,7 @@ func pullCmd(e *env, args []string) int {
 
 func init() {
 	register("publish", verb{usage: "publish [--compression zstd|gzip] [--sign-key KEY.pem] NAME [docker://]REGISTRY/REPO:TAG | publish --http DIR [--gpg-key ID] NAME",
-		help: "push a template or machine to an OCI registry (a clone as its template's layer and its changes), signed as cosign signs", run: publishCmd})
+		help: "push a template or machine to an OCI registry (a clone as its template's layer and its changes), signed as cosign signs", run: publishCmd, args: []arg{argImage, argNew}})
 }
 
 type publishIn struct {

@@ -12,6 +12,7 @@ func init() {
 		usage: "verify [--root DIR] [--systemd VERSION] [FILE...]",
 		help:  "check machine files (all in the search path if none given)",
 		run:   verify,
+		args:  []arg{argFiles},
 	})
 }
 
