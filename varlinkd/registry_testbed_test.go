@@ -48,6 +48,7 @@ mkdir /tmp/oci && tar -C /tmp/oci -xf /tmp/app.oci
 for b in /tmp/oci/blobs/sha256/*; do tar -tzf $b 2>/dev/null; done > /tmp/layer-entries
 check layers-have-whiteout grep -qx 'etc/.wh.deleteme' /tmp/layer-entries
 check layers-have-opaque grep -qx 'opq/.wh..wh..opq' /tmp/layer-entries
+check copy-for-stall skopeo copy -q docker://$R/test/app:v1 dir:/srv/stall
 systemctl start berthd.socket
 check berth-pull berth pull docker://$R/test/app:v1 app
 check origin-is-digest sh -c "berth show app | grep -q 'Template: docker://$R/test/app@sha256:'"
@@ -81,6 +82,40 @@ check nothing-left nothing_left
 check cache-lists-blobs sh -c "berth cache list | grep -q blobs"
 check cache-clean berth cache clean
 check blobs-gone test ! -e /var/cache/berth/blobs
+# A registry that stalls: the same image by the distribution protocol from
+# a shell handler behind busybox nc, which sends the first 64 KiB of each
+# large blob and then nothing, holding the connection. berthd gives up
+# after its 60 s without data; nothing is kept, not even the blob's start.
+cat > /usr/local/bin/stall-registry <<'HANDLER'
+#!/bin/bash
+D=/srv/stall
+read -r method path _
+while read -r line && [ "${line%$'\r'}" != "" ]; do :; done
+hdr() { printf 'HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %s\r\nDocker-Distribution-API-Version: registry/2.0\r\nConnection: close\r\n%s\r\n' "$@"; }
+case $path in
+/v2/) hdr "200 OK" application/json 2 ""; printf '{}' ;;
+*/manifests/*)
+	type=$(grep -o '"mediaType": *"[^"]*"' $D/manifest.json | sed -n '1s/.*"\([^"]*\)"$/\1/p')
+	hdr "200 OK" "$type" $(stat -c %s $D/manifest.json) "Docker-Content-Digest: sha256:$(sha256sum < $D/manifest.json | cut -d' ' -f1)"$'\r\n'
+	[ "$method" = HEAD ] || cat $D/manifest.json ;;
+*/blobs/sha256:*)
+	f=$D/${path##*sha256:}
+	[ -f "$f" ] || { hdr "404 Not Found" text/plain 0 ""; exit; }
+	hdr "200 OK" application/octet-stream $(stat -c %s "$f") ""
+	[ "$method" = HEAD ] && exit
+	if [ $(stat -c %s "$f") -gt 100000 ]; then head -c 65536 "$f"; sleep 600; else cat "$f"; fi ;;
+*) hdr "404 Not Found" text/plain 0 "" ;;
+esac
+HANDLER
+chmod +x /usr/local/bin/stall-registry
+printf '\n[[registry]]\nlocation = "127.0.0.1:8099"\ninsecure = true\n' >> /etc/containers/registries.conf
+busybox nc -ll -p 8099 -e /usr/local/bin/stall-registry & stallpid=$!
+start=$SECONDS
+check stalled-registry fails_with 'nothing received for 1m0s' berth pull docker://127.0.0.1:8099/test/app:v1 st
+check stall-given-up-in-time test $((SECONDS - start)) -lt 100
+check stall-kept-no-blob test -z "$(ls -A /var/cache/berth/blobs/sha256 2>/dev/null)"
+kill $stallpid; pkill -f 'sleep 600'
+check nothing-left-after-stall nothing_left
 `
 	testbed.Boot(t, registryScenario("registry", script, map[string]string{
 		"etc/deleteme": "old\n", "etc/deleteme-not": "kept\n", "opq/old": "old\n", "opq/sub/older": "old\n"}))
@@ -188,7 +223,7 @@ func registryScenario(name, script string, files map[string]string) testbed.Scen
 		Packages: testbed.RegistryPackages,
 		Files:    testbed.RegistryFiles,
 		Script:   script,
-		Timeout:  6 * time.Minute,
+		Timeout:  8 * time.Minute,
 		Prepare: func(root string) error {
 			if err := testbed.BusyboxMachine(root, "bb"); err != nil {
 				return err

@@ -192,7 +192,8 @@ func TestAfterInstall(t *testing.T) {
 			}
 			return nil
 		},
-		Files: map[string]string{"/usr/lib/berth-test/complete-bash": completeBash, "/usr/lib/berth-test/complete-zsh": completeZsh},
+		Files: map[string]string{"/usr/lib/berth-test/complete-bash": completeBash, "/usr/lib/berth-test/complete-zsh": completeZsh,
+			"/usr/lib/berth-test/on-a-pty": onAPty},
 		Script: `
 check preset-installed test -f /usr/lib/systemd/system-preset/90-berth.preset
 systemctl disable -q berthd.socket 2>/dev/null
@@ -237,11 +238,12 @@ check zsh-machines sh -c "/usr/lib/berth-test/complete-zsh 'berth remove ' | gre
 check zsh-verbs sh -c "/usr/lib/berth-test/complete-zsh 'berth re' | grep -aq 'remove *rename *restore'"
 
 # A long operation: a bar on a terminal, lines on a pipe and a dumb terminal.
-TERM=xterm script -qfec "berth export web /tmp/tty.tar.zst" /tmp/tty.out > /dev/null
-check bar-on-a-terminal sh -c "grep -aq '\[#*\.*\] *[0-9]*%' /tmp/tty.out && grep -aq \"\$(printf '\r')\" /tmp/tty.out"
+TERM=xterm /usr/lib/berth-test/on-a-pty /tmp/tty.out berth export web /tmp/tty.tar.zst
+# (A terminal ends lines with CR LF: the bar is told by redrawing in place.)
+check bar-on-a-terminal sh -c "grep -aq '\[#*\.*\] *[0-9]*%' /tmp/tty.out && grep -aqF \"\$(printf '\r\033[K[')\" /tmp/tty.out"
 berth export web /tmp/pipe.tar.zst 2>&1 | cat > /tmp/pipe.out
 check lines-on-a-pipe sh -c "cat -A /tmp/pipe.out; grep -q '^[a-z]*: [0-9]*% ' /tmp/pipe.out && ! grep -q \"\$(printf '\r')\" /tmp/pipe.out && ! grep -q '\[#' /tmp/pipe.out"
-TERM=dumb script -qfec "berth export web /tmp/dumb.tar.zst" /tmp/dumb.out > /dev/null
+TERM=dumb /usr/lib/berth-test/on-a-pty /tmp/dumb.out berth export web /tmp/dumb.tar.zst
 check lines-on-a-dumb-terminal sh -c "cat -A /tmp/dumb.out; grep -aq '^[a-z]*: [0-9]*% ' /tmp/dumb.out && ! grep -aq '\[#' /tmp/dumb.out"
 
 # Without berthd, completion is quiet and quick; verbs still complete.
@@ -287,4 +289,16 @@ out= all=
 while zpty -r -t z out; do all+=$out; done
 zpty -d z
 print -r -- "$all"
+`
+
+// onAPty runs a command on a pseudo-terminal (zsh/zpty: forky has no
+// script(1) in its base packages) and keeps what it wrote there in a file:
+// on-a-pty FILE CMD...
+const onAPty = `#!/bin/zsh -f
+zmodload zsh/zpty
+out=$1; shift
+: > $out
+zpty p "${(j: :)${(q)@}}"
+while zpty -r p chunk; do print -rn -- "$chunk" >> $out; done
+zpty -d p 2>/dev/null
 `
