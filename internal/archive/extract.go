@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -82,27 +84,57 @@ const maxDirMeta = 64 << 20
 // every component of it.
 type parentDir struct {
 	root *os.Root
-	name string
-	f    *os.File
+	// removed counts the trees a layer removed (shared by Extract's
+	// goroutines): a cached descriptor may then be of a removed directory
+	// whose name a new one took, so the cache starts again.
+	removed *atomic.Uint64
+	seen    uint64
+	dirs    map[string]*os.File
 }
 
-// fd returns a descriptor for directory dir below the root.
+// maxOpenDirs bounds the descriptors one parentDir keeps.
+const maxOpenDirs = 64
+
+func newParentDir(root *os.Root, removed *atomic.Uint64) *parentDir {
+	return &parentDir{root: root, removed: removed, dirs: map[string]*os.File{}}
+}
+
+// fd returns a descriptor for directory dir below the root. A directory
+// whose parent is open is opened below it, one component with
+// O_NOFOLLOW, as os.Root does at each step; others through the root.
 func (p *parentDir) fd(dir string) (int, error) {
-	if p.f == nil || p.name != dir {
+	if n := p.removed.Load(); n != p.seen {
 		p.close()
-		f, err := p.root.Open(dir)
-		if err != nil {
+		p.seen = n
+	}
+	if f, ok := p.dirs[dir]; ok {
+		return int(f.Fd()), nil
+	}
+	if len(p.dirs) >= maxOpenDirs {
+		p.close()
+	}
+	var f *os.File
+	if up, ok := p.dirs[path.Dir(dir)]; ok && dir != "." {
+		// A symlink there (ELOOP) is left to the root, which follows it
+		// if it stays inside.
+		if fd, err := unix.Openat(int(up.Fd()), path.Base(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			f = os.NewFile(uintptr(fd), dir)
+		}
+	}
+	if f == nil {
+		var err error
+		if f, err = p.root.Open(dir); err != nil {
 			return -1, err
 		}
-		p.f, p.name = f, dir
 	}
-	return int(p.f.Fd()), nil
+	p.dirs[dir] = f
+	return int(f.Fd()), nil
 }
 
 func (p *parentDir) close() {
-	if p.f != nil {
-		p.f.Close()
-		p.f = nil
+	for name, f := range p.dirs {
+		f.Close()
+		delete(p.dirs, name)
 	}
 }
 
@@ -143,13 +175,14 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 	defer root.Close()
 	end := &endReader{r: r}
 	tr := tar.NewReader(end)
-	parent := &parentDir{root: root}
+	removed := new(atomic.Uint64)
+	parent := newParentDir(root, removed)
 	defer parent.close()
-	w := newWriters(root, &o)
+	w := newWriters(root, &o, removed)
 	defer w.close()
 	var lay *layer
 	if o.Layer {
-		if lay, err = newLayer(root); err != nil {
+		if lay, err = newLayer(root, removed); err != nil {
 			return err
 		}
 	}
@@ -203,7 +236,11 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if name != "." {
-				if err := root.Mkdir(name, 0o700); errors.Is(err, os.ErrExist) {
+				pfd, err := parent.fd(path.Dir(name))
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				if err := unix.Mkdirat(pfd, path.Base(name), 0o700); errors.Is(err, unix.EEXIST) {
 					// Only a real directory may be described twice: over a
 					// symlink, the attributes would land on its target.
 					if fi, lerr := root.Lstat(name); lerr != nil || !fi.IsDir() {
@@ -215,7 +252,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 				dirs[name] = true
 			}
 			x := entryXattrs(hdr, &o)
-			if err := setDir(root, name, hdr, x.without(aclDefault)); err != nil {
+			if err := setDir(parent, name, hdr, x.without(aclDefault)); err != nil {
 				return err
 			}
 			m := dirMeta{name, uint32(hdr.Mode & 0o7777), hdr.ModTime.UnixNano(), x.get(aclDefault)}
@@ -254,8 +291,12 @@ func Extract(ctx context.Context, r io.Reader, dir string, o Options) error {
 		case tar.TypeSymlink:
 			// The target is only data; os.Root refuses to follow it out
 			// when later entries are written through it.
-			if err := root.Symlink(hdr.Linkname, name); err != nil {
+			pfd, err := parent.fd(path.Dir(name))
+			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
+			}
+			if err := unix.Symlinkat(hdr.Linkname, pfd, path.Base(name)); err != nil {
+				return fmt.Errorf("%s: %w", name, &os.LinkError{Op: "symlink", Old: hdr.Linkname, New: name, Err: err})
 			}
 			if err := setSymlink(parent, name, hdr); err != nil {
 				return err
@@ -438,19 +479,18 @@ func setSymlink(parent *parentDir, name string, hdr *tar.Header) error {
 
 // setDir gives a directory its owner and attributes as soon as it is
 // made; its mode and times wait for applyDirs.
-func setDir(root *os.Root, name string, hdr *tar.Header, x xattrs) error {
+func setDir(parent *parentDir, name string, hdr *tar.Header, x xattrs) error {
 	if len(x) == 0 && hdr.Uid == euid && hdr.Gid == egid {
 		return nil // as made
 	}
-	f, err := root.OpenFile(name, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_DIRECTORY, 0)
+	fd, err := parent.fd(name)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	defer f.Close()
-	if err := f.Chown(hdr.Uid, hdr.Gid); err != nil {
+	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
 		return fmt.Errorf("chown %s: %w", name, err)
 	}
-	if err := x.set(fdPath(int(f.Fd()))); err != nil {
+	if err := x.set(fdPath(fd)); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
@@ -463,12 +503,18 @@ func applyDirs(parent *parentDir, meta []dirMeta) error {
 	sort.SliceStable(meta, func(i, j int) bool { return strings.Count(meta[i].name, "/") > strings.Count(meta[j].name, "/") })
 	for _, m := range meta {
 		pfd, err := parent.fd(path.Dir(m.name))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue // a later entry of a layer removed or replaced it
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		fd, err := unix.Openat(pfd, path.Base(m.name), unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if m.name == "." {
 			fd, err = unix.Openat(pfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		}
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			continue // a later entry of a layer removed or replaced it
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.name, err)

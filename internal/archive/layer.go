@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,9 +31,12 @@ type layer struct {
 	// made are the entries of this layer so far, which an opaque marker
 	// later in the stream must leave alone.
 	made map[string]bool
+	// removed is Extract's count of removed trees, which tells the
+	// directory caches to start again.
+	removed *atomic.Uint64
 }
 
-func newLayer(root *os.Root) (*layer, error) {
+func newLayer(root *os.Root, removed *atomic.Uint64) (*layer, error) {
 	d, err := root.Open(".")
 	if err != nil {
 		return nil, err
@@ -42,7 +46,7 @@ func newLayer(root *os.Root) (*layer, error) {
 	if err != nil && err != io.EOF {
 		return nil, err
 	}
-	return &layer{fresh: len(names) == 0, made: map[string]bool{}}, nil
+	return &layer{fresh: len(names) == 0, made: map[string]bool{}, removed: removed}, nil
 }
 
 // apply handles entry name of the layer before Extract makes it: it
@@ -89,6 +93,10 @@ func (l *layer) apply(root *os.Root, name string, hdr *tar.Header, w *writers, d
 	case fi.IsDir() && hdr.Typeflag == tar.TypeDir:
 		return false, nil // a directory's entries merge with the one below
 	}
+	// Queued writes may be below what goes.
+	if err := w.wait(); err != nil {
+		return false, err
+	}
 	return false, l.remove(root, name, dirs)
 }
 
@@ -98,6 +106,7 @@ func (l *layer) remove(root *os.Root, name string, dirs map[string]bool) error {
 	if name == "." {
 		return unsafeEntry(name, "a whiteout of the whole image")
 	}
+	l.removed.Add(1) // before: the writers are idle now, the main loop is here
 	if err := root.RemoveAll(name); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}

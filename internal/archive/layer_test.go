@@ -158,3 +158,28 @@ func TestLayerWhiteoutRefusals(t *testing.T) {
 		t.Error("the file outside the image was removed")
 	}
 }
+
+// A directory removed in the middle of a layer and made again gets what
+// follows: no descriptor kept of the removed one (the writers keep some,
+// and a whiteout or a replacement may remove what they name) receives it.
+func TestLayerRemovedDirectoryMadeAgain(t *testing.T) {
+	for i := range 20 { // the writers take files in any order
+		dir := t.TempDir()
+		var files []string
+		for j := range 8 {
+			files = append(files, "a/b/f"+string(rune('0'+j))+" upper")
+		}
+		upper := layerTar(t, append(append([]string{"a/", "a/b/"}, files...),
+			".wh.a", "a/", "a/b/", "a/b/new upper", "a/b/c -> x", "a/b/d/", "a/b/d/e upper",
+			"s/", "s/t upper", "s upper", // replaced: a file where the directory was
+			"p/", "p/x/", "p/x/y upper", "p upper",
+			"q/", "q/r upper")...)
+		if err := applyLayers(t, dir, layerTar(t, "a/", "a/b/", "a/b/old base"), upper); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"a/", "a/b/", "a/b/c -> x", "a/b/d/", "a/b/d/e upper", "a/b/new upper", "p upper", "q/", "q/r upper", "s upper"}
+		if got := listing(t, dir); !slices.Equal(got, want) {
+			t.Fatalf("run %d: tree:\n%s\nwant:\n%s", i, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // smallFile is the largest file Extract hands to a writer: its data is
@@ -36,20 +37,19 @@ type fileJob struct {
 	data *[]byte
 }
 
-func newWriters(root *os.Root, o *Options) *writers {
+func newWriters(root *os.Root, o *Options, removed *atomic.Uint64) *writers {
 	n := min(runtime.GOMAXPROCS(0), 8)
 	w := &writers{jobs: make(chan fileJob, 4*n)}
 	w.bufs.New = func() any { b := make([]byte, smallFile); return &b }
 	for range n {
 		w.workers.Add(1)
-		go w.run(root, o)
+		go w.run(newParentDir(root, removed), o)
 	}
 	return w
 }
 
-func (w *writers) run(root *os.Root, o *Options) {
+func (w *writers) run(parent *parentDir, o *Options) {
 	defer w.workers.Done()
-	parent := &parentDir{root: root}
 	defer parent.close()
 	buf := make([]byte, 1<<16)
 	for j := range w.jobs {

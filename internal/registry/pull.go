@@ -267,9 +267,11 @@ func (p *Client) blobPath(d v1.Hash) (string, error) {
 // fetch applies layer l over dir: from the cache if it is there, else as
 // it downloads, into the cache beside. The blob is written under a
 // temporary name and renamed once its SHA-256 is the digest the manifest
-// names, so the cache holds only whole, checked blobs; what was applied of
-// a blob that turns out wrong is in the caller's temporary tree, which
-// the caller removes. It returns the bytes downloaded.
+// names; what was applied of a blob that turns out wrong is in the
+// caller's temporary tree, which the caller removes. The blob is not
+// synced (an fsync was a tenth of a pull): a cached blob is checked
+// against its digest again before it is used, and one that a crash left
+// torn is fetched afresh. It returns the bytes downloaded.
 func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawRef string, l v1.Layer, limit *int64, dir string, progress func(int64)) (fetched int64, err error) {
 	d, err := l.Digest()
 	if err != nil {
@@ -281,7 +283,10 @@ func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawR
 	}
 	if f, err := os.Open(final); err == nil {
 		defer f.Close()
-		return 0, apply(ctx, f, dir)
+		if intact(f, d) {
+			return 0, apply(ctx, f, dir)
+		}
+		os.Remove(final)
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
 		return 0, err
@@ -366,13 +371,23 @@ func (p *Client) fetch(ctx context.Context, cancel context.CancelCauseFunc, rawR
 	if *limit >= 0 {
 		*limit -= n
 	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
 	if err := os.Rename(f.Name(), final); err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// intact reports whether cached blob f has digest d, and leaves it at its
+// start.
+func intact(f *os.File, d v1.Hash) bool {
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false
+	}
+	return hex.EncodeToString(h.Sum(nil)) == d.Hex
 }
 
 // pipeWriter feeds the layer's applier; once it has read all it needs
