@@ -130,6 +130,9 @@ func tree(t *testing.T) string {
 		must(os.WriteFile(filepath.Join(root, name), []byte("start"), 0o644))
 		must(os.Truncate(filepath.Join(root, name), size))
 	}
+	// A small file with a hole between two runs of data.
+	middle := append(append(bytes.Repeat([]byte{7}, 64<<10), make([]byte, 64<<10)...), bytes.Repeat([]byte{9}, 70<<10)...)
+	must(os.WriteFile(filepath.Join(root, "hole-middle-small"), middle, 0o644))
 	// Many small files in several directories, written in parallel, each
 	// with its own content, mode and owner.
 	for i := range 300 {

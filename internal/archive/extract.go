@@ -394,8 +394,16 @@ func setTimes(fd int, ns int64) error {
 }
 
 // writeSparse writes size bytes from r to f, seeking over blocks of zeros
-// so that sparse files stay sparse.
+// so that sparse files stay sparse. Data already in memory (a small
+// file's, from the writers) is written from where it is.
 func writeSparse(ctx context.Context, f *os.File, r io.Reader, size int64, buf []byte) (int64, error) {
+	if m, ok := r.(*inMemory); ok {
+		hole, err := sparseChunk(f, m.data)
+		if err == nil && hole {
+			err = f.Truncate(size)
+		}
+		return int64(len(m.data)), err
+	}
 	var off int64
 	hole := false // the file ends in a hole: only a truncate gives it its size
 	for i := 0; off < size; i++ {
@@ -410,12 +418,7 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, size int64, buf [
 		if err != nil {
 			return off, fmt.Errorf("archive ends inside the file: %w", err)
 		}
-		chunk := buf[:n]
-		if hole = allZero(chunk); hole {
-			if _, err := f.Seek(int64(n), io.SeekCurrent); err != nil {
-				return off, err
-			}
-		} else if _, err := f.Write(chunk); err != nil {
+		if hole, err = sparseChunk(f, buf[:n]); err != nil {
 			return off, err
 		}
 		off += int64(n)
@@ -424,6 +427,42 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, size int64, buf [
 		return off, f.Truncate(size)
 	}
 	return off, nil
+}
+
+// inMemory is a small file's data, read whole before it is written.
+type inMemory struct{ data []byte }
+
+func (m *inMemory) Read([]byte) (int, error) {
+	return 0, errors.New("inMemory is written by writeSparse")
+}
+
+// sparseChunk writes chunk at f's offset: over each block of zeros it
+// seeks, and each run of other blocks goes in one write. It reports
+// whether the chunk ends in a hole.
+func sparseChunk(f *os.File, chunk []byte) (hole bool, err error) {
+	for len(chunk) > 0 {
+		run := 0
+		for run < len(chunk) {
+			n := min(len(chunk)-run, len(zeros))
+			if allZero(chunk[run : run+n]) {
+				break
+			}
+			run += n
+		}
+		if run > 0 {
+			if _, err := f.Write(chunk[:run]); err != nil {
+				return false, err
+			}
+			chunk, hole = chunk[run:], false
+			continue
+		}
+		n := min(len(chunk), len(zeros))
+		if _, err := f.Seek(int64(n), io.SeekCurrent); err != nil {
+			return false, err
+		}
+		chunk, hole = chunk[n:], true
+	}
+	return hole, nil
 }
 
 var zeros = make([]byte, 1<<16)

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -51,10 +50,9 @@ func newWriters(root *os.Root, o *Options, removed *atomic.Uint64) *writers {
 func (w *writers) run(parent *parentDir, o *Options) {
 	defer w.workers.Done()
 	defer parent.close()
-	buf := make([]byte, 1<<16)
 	for j := range w.jobs {
 		if w.failed() == nil {
-			if _, err := writeFile(context.Background(), parent, j.name, bytes.NewReader(*j.data), j.hdr, o, buf); err != nil {
+			if _, err := writeFile(context.Background(), parent, j.name, &inMemory{*j.data}, j.hdr, o, nil); err != nil {
 				w.fail(fmt.Errorf("%s: %w", j.name, err))
 			}
 		}
