@@ -429,11 +429,17 @@ func writeSparse(ctx context.Context, f *os.File, r io.Reader, size int64, buf [
 	return off, nil
 }
 
-// inMemory is a small file's data, read whole before it is written.
+// inMemory is a small file's data, read whole before it is written;
+// writeSparse writes it from where it is rather than reading it.
 type inMemory struct{ data []byte }
 
-func (m *inMemory) Read([]byte) (int, error) {
-	return 0, errors.New("inMemory is written by writeSparse")
+func (m *inMemory) Read(p []byte) (int, error) {
+	if len(m.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, m.data)
+	m.data = m.data[n:]
+	return n, nil
 }
 
 // sparseChunk writes chunk at f's offset: over each block of zeros it

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -167,7 +168,7 @@ func candidates(words []string, lookup names) []string {
 		}
 	}
 	if v.subs != nil && sub == "" {
-		return prefixed(mapKeys(v.subs), cur)
+		return prefixed(slices.Collect(maps.Keys(v.subs)), cur)
 	}
 	if strings.HasPrefix(cur, "-") {
 		var out []string
@@ -222,14 +223,6 @@ func prefixed(all []string, cur string) []string {
 	}
 	sort.Strings(out)
 	return slices.Compact(out)
-}
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // berthdNames asks berthd, read-only, for the names of a kind.

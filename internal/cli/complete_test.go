@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -82,7 +83,7 @@ func TestOptionsOfEveryVerb(t *testing.T) {
 		}
 		subs := []string{""}
 		if v.subs != nil {
-			subs = mapKeys(v.subs)
+			subs = slices.Collect(maps.Keys(v.subs))
 		}
 		for _, sub := range subs {
 			fs := options(name, sub)

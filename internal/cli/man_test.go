@@ -2,6 +2,7 @@ package cli
 
 import (
 	"flag"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -43,7 +44,7 @@ func TestManPage(t *testing.T) {
 		}
 		subs := []string{""}
 		if v.subs != nil {
-			subs = mapKeys(v.subs)
+			subs = slices.Collect(maps.Keys(v.subs))
 		}
 		for _, sub := range subs {
 			cmd := strings.TrimSpace(name + " " + sub)

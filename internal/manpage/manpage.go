@@ -94,10 +94,8 @@ func (p *Page) Under(title string, level int) []Section {
 	in := false
 	for _, s := range p.Sections {
 		switch {
-		case s.Level < level && in:
-			if s.Level <= level-1 {
-				return out
-			}
+		case in && s.Level < level:
+			return out
 		case strings.EqualFold(s.Title, title):
 			in = true
 		case in && s.Level == level:

@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,9 +13,8 @@ import (
 	"sync"
 	"testing"
 
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
-
 	"github.com/berth-project/berth/internal/registry"
+	"github.com/berth-project/berth/internal/registry/registrytest"
 )
 
 // tokenService puts a registry behind bearer tokens, as Docker Hub, GHCR
@@ -90,7 +87,7 @@ func (ts *tokenService) token(w http.ResponseWriter, r *http.Request) {
 // realm, never to the registry), and refused without them, leaving
 // nothing.
 func TestPullBearerToken(t *testing.T) {
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	reg := registrytest.Handler()    // served twice: plain and behind tokens
 	plain := httptest.NewServer(reg) // where the test pushes
 	t.Cleanup(plain.Close)
 	ts := &tokenService{}

@@ -51,11 +51,16 @@ func Layer(t testing.TB, entries ...string) v1.Layer {
 	return static.NewLayer(buf.Bytes(), types.DockerLayer)
 }
 
+// Handler is a registry of its own, in memory, that logs nothing.
+func Handler() http.Handler {
+	return ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+}
+
 // Serve starts a registry, wrapped by mw if given (for faults no honest
 // registry produces), and returns its host:port.
 func Serve(t testing.TB, mw func(http.Handler) http.Handler) string {
 	t.Helper()
-	var h http.Handler = ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	h := Handler()
 	if mw != nil {
 		h = mw(h)
 	}
