@@ -216,7 +216,30 @@ func (s *Server) dispatch(ctx context.Context, c *serverConn, msg []byte, fds []
 			err = fmt.Errorf("panic: %v", p)
 		}
 	}()
-	return s.svc.HandleMessageWithFDs(ctx, c, msg, fds)
+	return s.svc.HandleMessageWithFDs(ctx, c, withParameters(msg), fds)
+}
+
+// withParameters gives a call that has no "parameters" an empty object.
+// The varlink protocol lets a caller without parameters leave them out,
+// and systemd 262's varlinkctl does; varlink/go's bindings answer such a
+// call with InvalidParameter.
+func withParameters(msg []byte) []byte {
+	var probe struct {
+		Parameters json.RawMessage `json:"parameters"`
+	}
+	if json.Unmarshal(msg, &probe) != nil || probe.Parameters != nil {
+		return msg // varlink/go answers what is not a call
+	}
+	var call map[string]json.RawMessage
+	if json.Unmarshal(msg, &call) != nil {
+		return msg
+	}
+	call["parameters"] = json.RawMessage("{}")
+	out, err := json.Marshal(call)
+	if err != nil {
+		return msg
+	}
+	return out
 }
 
 // ErrInternal is the error a call that failed inside berthd gets.

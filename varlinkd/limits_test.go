@@ -186,3 +186,24 @@ func TestSilentClientDoesNotBlockIdleExit(t *testing.T) {
 		t.Error("berthd did not exit while a silent client was connected")
 	}
 }
+
+// A call without parameters, as systemd 262's varlinkctl sends one to a
+// method that needs none, gets the method's answer.
+func TestCallWithoutParameters(t *testing.T) {
+	sock, _ := serve(t, &varlinkd.Polkit{}, varlinkd.Limits{}, 0)
+	for call, want := range map[string]string{
+		`{"method":"io.berth.Pool.Show"}`:                 `"btrfs"`,
+		`{"method":"io.berth.Template.List","more":true}`: `io.berth.Template.NoSuchTemplate`,
+		`{"method":"io.berth.Template.Show"}`:             `io.berth.Template.InvalidName`,
+	} {
+		c := dial(t, sock)
+		if _, err := c.Write([]byte(call + "\x00")); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseWrite()
+		reply, err := io.ReadAll(c)
+		if err != nil || !strings.Contains(string(reply), want) {
+			t.Errorf("%s: %q, %v; want %s", call, reply, err, want)
+		}
+	}
+}
