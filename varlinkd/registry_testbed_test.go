@@ -111,10 +111,17 @@ chmod +x /usr/local/bin/stall-registry
 printf '\n[[registry]]\nlocation = "127.0.0.1:8099"\ninsecure = true\n' >> /etc/containers/registries.conf
 busybox nc -ll -p 8099 -e /usr/local/bin/stall-registry & stallpid=$!
 start=$SECONDS
-check stalled-registry fails_with 'nothing received for 1m0s' berth pull docker://127.0.0.1:8099/test/app:v1 st
+berth pull docker://127.0.0.1:8099/test/app:v1 st > /tmp/stall.out 2>&1 & pullpid=$!
+# While the pull writes its blob, the cache may not be cleaned from
+# under it, through varlinkctl as through berth.
+check stall-writing-blob wait_until 30 sh -c "ls -A /var/cache/berth/blobs/sha256 2>/dev/null | grep -q '^.tmp-'"
+check clean-busy-while-pulling fails_with io.berth.Pool.Busy varlinkctl call /run/berth/io.berth io.berth.Pool.CleanCache '{}'
+check clean-busy-said fails_with 'a build, pull or publish is running' berth cache clean
+wait $pullpid; pullrc=$?
+check stalled-registry sh -c "[ $pullrc -ne 0 ] && grep -q 'nothing received for 1m0s' /tmp/stall.out || { cat /tmp/stall.out; false; }"
 check stall-given-up-in-time test $((SECONDS - start)) -lt 100
 check stall-kept-no-blob test -z "$(ls -A /var/cache/berth/blobs/sha256 2>/dev/null)"
-kill $stallpid; pkill -f 'sleep 600'
+kill $stallpid; busybox pkill -f 'sleep 600'
 check nothing-left-after-stall nothing_left
 `
 	testbed.Boot(t, registryScenario("registry", script, map[string]string{

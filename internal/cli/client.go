@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/varlinkd/ioberthmachine"
+	"github.com/berth-project/berth/varlinkd/ioberthpool"
 	"github.com/berth-project/berth/varlinkd/ioberthtemplate"
 )
 
@@ -36,6 +37,11 @@ func dial(ctx context.Context) (*varlink.Connection, error) {
 
 // explain turns a varlink error into a sentence for people, with what to
 // do about it.
+// busy says why name could not be claimed.
+func busy(name string) string {
+	return fmt.Sprintf("%q is busy with another operation, or the cache is being cleaned; try again when it is done", name)
+}
+
 func explain(err error) string {
 	var (
 		nst *ioberthtemplate.NoSuchTemplate
@@ -46,6 +52,7 @@ func explain(err error) string {
 		pu  *ioberthtemplate.PoolUnusable
 		pd  *ioberthtemplate.PermissionDenied
 		bu  *ioberthtemplate.Busy
+		pbu *ioberthpool.Busy
 	)
 	if msg, ok := explainMachine(err); ok {
 		return msg
@@ -70,7 +77,9 @@ func explain(err error) string {
 	case errors.As(err, &pd):
 		return fmt.Sprintf("permission denied: run as root, or get the polkit action %s", pd.Action)
 	case errors.As(err, &bu):
-		return fmt.Sprintf("%q is busy with another operation; try again when it is done", bu.Name)
+		return busy(bu.Name)
+	case errors.As(err, &pbu):
+		return "a build, pull or publish is running; clean the cache when it is done"
 	}
 	return err.Error()
 }
@@ -145,7 +154,7 @@ func explainMachine(err error) (string, bool) {
 	case errors.As(err, &pd):
 		return fmt.Sprintf("permission denied: run as root, or get the polkit action %s", pd.Action), true
 	case errors.As(err, &bu):
-		return fmt.Sprintf("%q is busy with another operation; try again when it is done", bu.Name), true
+		return busy(bu.Name), true
 	case errors.As(err, &pf):
 		return "the pool failed: " + pf.Reason, true
 	}

@@ -101,14 +101,7 @@ func TestPublishTemplateAndClone(t *testing.T) {
 // A signed publish passes a policy that wants the publisher's signature;
 // the same image unsigned does not.
 func TestPublishSigned(t *testing.T) {
-	p, err := pool.Open(testbed.LoopBtrfs(t, 256<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	templateWith(t, p, "base", map[string][]byte{"etc/machine-id": nil, "etc/os-release": []byte("ID=t\n")})
-	m := &Manager{Pool: p}
-	host := registrytest.Serve(t, nil)
-	m.Registry = registrytest.Client(t, host)
+	_, m, host := withTinyTemplate(t)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -134,4 +127,58 @@ func TestPublishSigned(t *testing.T) {
 	if _, err := m.Pull(ctx, unsigned.Ref, "u", VerifySignature, nop); !errors.As(err, &se) || se.URL != unsigned.Ref {
 		t.Errorf("unsigned: %v", err)
 	}
+}
+
+// While the cache is being cleaned, a pull or a publish that starts is
+// refused before it writes a blob or a tree (cleaning would delete them
+// under it); once cleaning ends, both are granted.
+func TestCacheCleaningHoldsOffPullAndPublish(t *testing.T) {
+	p, m, host := withTinyTemplate(t)
+	ctx := context.Background()
+	nop := func(string, int64, int64) {}
+	pub, err := m.Publish(ctx, "base", host+"/t/base:1", archive.Zstd, nil, nop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(m.Registry.CacheDir); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := p.LockAlone(pool.CleanCache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Pull(ctx, pub.Ref, "web", VerifyChecksum, nop); !errors.Is(err, pool.ErrBusy) {
+		t.Errorf("pull while cleaning: %v, want ErrBusy", err)
+	}
+	if _, err := m.Publish(ctx, "base", host+"/t/again:1", archive.Zstd, nil, nop); !errors.Is(err, pool.ErrBusy) {
+		t.Errorf("publish while cleaning: %v, want ErrBusy", err)
+	}
+	if _, err := os.Stat(m.Registry.CacheDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused calls wrote to the cache: %v", err)
+	}
+	if p.Exists("web") {
+		t.Error("the refused pull left a machine")
+	}
+	unlock()
+	if _, err := m.Pull(ctx, pub.Ref, "web", VerifyChecksum, nop); err != nil {
+		t.Errorf("pull after cleaning: %v", err)
+	}
+	if _, err := m.Publish(ctx, "base", host+"/t/again:1", archive.Zstd, nil, nop); err != nil {
+		t.Errorf("publish after cleaning: %v", err)
+	}
+}
+
+// withTinyTemplate is a pool with a template "base" of two files and a
+// Manager of it whose registry client reaches the registry at host.
+func withTinyTemplate(t *testing.T) (p *pool.Pool, m *Manager, host string) {
+	t.Helper()
+	p, err := pool.Open(testbed.LoopBtrfs(t, 256<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	templateWith(t, p, "base", map[string][]byte{"etc/machine-id": nil, "etc/os-release": []byte("ID=t\n")})
+	m = &Manager{Pool: p}
+	host = registrytest.Serve(t, nil)
+	m.Registry = registrytest.Client(t, host)
+	return p, m, host
 }

@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +45,10 @@ type Pool struct {
 
 	mu   sync.Mutex
 	busy map[string]bool
+	// alone is the name LockAlone holds: while it is held, every other
+	// claim is refused, so that work started meanwhile (a pull writing
+	// blobs) cannot find its files deleted under it.
+	alone string
 }
 
 // Lock claims name for one operation of this process; the returned func
@@ -50,6 +56,38 @@ type Pool struct {
 func (p *Pool) Lock(name string) (func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.alone != "" {
+		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, aloneWhat(p.alone))
+	}
+	return p.claim(name)
+}
+
+// LockAlone claims name only if nothing else is claimed, and refuses
+// every other claim until it is released.
+func (p *Pool) LockAlone(name string) (func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.alone != "" {
+		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, aloneWhat(p.alone))
+	}
+	if len(p.busy) > 0 {
+		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, strings.Join(slices.Sorted(maps.Keys(p.busy)), ", "))
+	}
+	unlock, err := p.claim(name)
+	if err != nil {
+		return nil, err
+	}
+	p.alone = name
+	return func() {
+		p.mu.Lock()
+		p.alone = ""
+		p.mu.Unlock()
+		unlock()
+	}, nil
+}
+
+// claim marks name busy; p.mu is held.
+func (p *Pool) claim(name string) (func(), error) {
 	if p.busy == nil {
 		p.busy = map[string]bool{}
 	}
@@ -60,16 +98,16 @@ func (p *Pool) Lock(name string) (func(), error) {
 	return func() { p.mu.Lock(); delete(p.busy, name); p.mu.Unlock() }, nil
 }
 
-// LockAlone claims name only if nothing else is claimed.
-func (p *Pool) LockAlone(name string) (func(), error) {
-	p.mu.Lock()
-	n := len(p.busy)
-	p.mu.Unlock()
-	if n > 0 {
-		return nil, ErrBusy
+// aloneWhat says what an exclusive claim is for.
+func aloneWhat(name string) string {
+	if name == CleanCache {
+		return "the cache is being cleaned"
 	}
-	return p.Lock(name)
+	return name + " runs alone"
 }
+
+// CleanCache is the claim cache cleaning holds alone.
+const CleanCache = ".clean"
 
 // Open makes dir if needed.
 func Open(dir string) (*Pool, error) {

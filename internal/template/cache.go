@@ -50,9 +50,11 @@ func (m *Manager) Cache() ([]CacheEntry, error) {
 }
 
 // CleanCache deletes the package caches, the base trees and the image
-// caches, returning the bytes freed. It refuses while any build runs.
+// caches, returning the bytes freed. It refuses while any operation on the
+// pool runs, and every operation that starts meanwhile is refused: a pull
+// or a build would find the blobs or packages it writes deleted under it.
 func (m *Manager) CleanCache() (int64, error) {
-	unlock, err := m.Pool.LockAlone(".clean")
+	unlock, err := m.Pool.LockAlone(pool.CleanCache)
 	if err != nil {
 		return 0, err
 	}

@@ -52,7 +52,8 @@ func (e PermissionDenied) Error() string {
 	return s
 }
 
-// A template build is running; cleaning now would pull the cache from under it.
+// Another operation (a build, pull or publish) is running; cleaning now
+// would delete what it writes from under it.
 type Busy struct{}
 
 func (e Busy) Error() string {
@@ -425,7 +426,8 @@ func (c *VarlinkCall) ReplyPermissionDenied(ctx context.Context, action_ string)
 	return c.ReplyError(ctx, "io.berth.Pool.PermissionDenied", &out)
 }
 
-// A template build is running; cleaning now would pull the cache from under it.
+// Another operation (a build, pull or publish) is running; cleaning now
+// would delete what it writes from under it.
 func (c *VarlinkCall) ReplyBusy(ctx context.Context) error {
 	var out Busy
 	return c.ReplyError(ctx, "io.berth.Pool.Busy", &out)
@@ -612,7 +614,8 @@ error PoolUnusable(path: string, reason: string)
 # The caller may not do this: root or the named polkit action is needed.
 error PermissionDenied(action: string)
 
-# A template build is running; cleaning now would pull the cache from under it.
+# Another operation (a build, pull or publish) is running; cleaning now
+# would delete what it writes from under it.
 error Busy()
 
 # Only root may pass this parameter (a path on berthd's host).
