@@ -39,7 +39,7 @@ func dial(ctx context.Context) (*varlink.Connection, error) {
 // do about it.
 // busy says why name could not be claimed.
 func busy(name string) string {
-	return fmt.Sprintf("%q is busy with another operation, or the cache is being cleaned; try again when it is done", name)
+	return fmt.Sprintf("%q is busy with another operation, or the cache is being cleaned or the pool made a btrfs; try again when it is done", name)
 }
 
 func explain(err error) string {
@@ -79,7 +79,7 @@ func explain(err error) string {
 	case errors.As(err, &bu):
 		return busy(bu.Name)
 	case errors.As(err, &pbu):
-		return "a build, pull or publish is running; clean the cache when it is done"
+		return "a build, pull or publish is running; try again when it is done"
 	}
 	return err.Error()
 }

@@ -23,8 +23,20 @@ const UnitDir = "/etc/systemd/system"
 // Init makes the pool a loopback btrfs: a sparse image of size bytes,
 // formatted, mounted on the pool by a mount unit that is enabled for boot.
 // The pool must be empty and not on btrfs already. Anything Init made is
-// removed again if a later step fails.
+// removed again if a later step fails. It runs alone: a pull or clone that
+// wrote into the directory meanwhile would end up hidden under the mount.
+// Once it succeeds, nothing else may start in this process, which does not
+// see the new mount in its own namespace for sure and exits to see it.
 func (p *Pool) Init(ctx context.Context, size int64, image string) (unitName string, err error) {
+	release, err := p.LockAlone(initPool)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	if p.Btrfs() {
 		return "", fmt.Errorf("%s is already on btrfs", p.Dir)
 	}

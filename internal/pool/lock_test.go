@@ -1,7 +1,10 @@
 package pool
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -37,4 +40,33 @@ func TestLockAlone(t *testing.T) {
 		t.Errorf("db claimed twice: %v", err)
 	}
 	unlockDB()
+}
+
+// Init runs alone too: refused while a pull or clone holds a name, before
+// it makes anything; a failed Init lets other work start again.
+func TestInitRunsAlone(t *testing.T) {
+	dir := t.TempDir()
+	p := &Pool{Dir: filepath.Join(dir, "machines")}
+	img := filepath.Join(dir, "machines.raw")
+	unlock, err := p.Lock("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Init(context.Background(), 1<<30, img); !errors.Is(err, ErrBusy) {
+		t.Errorf("Init while web is claimed: %v, want ErrBusy", err)
+	}
+	if _, err := os.Lstat(img); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused Init made %s: %v", img, err)
+	}
+	unlock()
+	// Granted, it goes on to its own checks: 1 MiB is too small.
+	if _, err := p.Init(context.Background(), 1<<20, img); err == nil || errors.Is(err, ErrBusy) {
+		t.Errorf("Init with a 1 MiB image: %v, want its own refusal", err)
+	}
+	unlock, err = p.Lock("web")
+	if err != nil {
+		t.Errorf("claim after a failed Init: %v", err)
+	} else {
+		unlock()
+	}
 }

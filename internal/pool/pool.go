@@ -100,14 +100,20 @@ func (p *Pool) claim(name string) (func(), error) {
 
 // aloneWhat says what an exclusive claim is for.
 func aloneWhat(name string) string {
-	if name == CleanCache {
+	switch name {
+	case CleanCache:
 		return "the cache is being cleaned"
+	case initPool:
+		return "the pool is being made a btrfs; berthd restarts once it is"
 	}
 	return name + " runs alone"
 }
 
-// CleanCache is the claim cache cleaning holds alone.
-const CleanCache = ".clean"
+// The claims held alone: by cache cleaning, and by Init.
+const (
+	CleanCache = ".clean"
+	initPool   = ".init"
+)
 
 // Open makes dir if needed.
 func Open(dir string) (*Pool, error) {

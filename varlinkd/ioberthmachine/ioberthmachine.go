@@ -232,7 +232,7 @@ func (e PermissionDenied) Error() string {
 	return s
 }
 
-// Another operation on the same image is running, or the cache is being cleaned.
+// Another operation on the same image is running, or the cache is being cleaned or the pool made a btrfs.
 type Busy struct {
 	Name string `json:"name"`
 }
@@ -1619,7 +1619,7 @@ func (c *VarlinkCall) ReplyPermissionDenied(ctx context.Context, action_ string)
 	return c.ReplyError(ctx, "io.berth.Machine.PermissionDenied", &out)
 }
 
-// Another operation on the same image is running, or the cache is being cleaned.
+// Another operation on the same image is running, or the cache is being cleaned or the pool made a btrfs.
 func (c *VarlinkCall) ReplyBusy(ctx context.Context, name_ string) error {
 	var out Busy
 	out.Name = name_
@@ -2287,7 +2287,7 @@ error WrongKind(name: string, kind: string)
 # The caller may not do this: root or the named polkit action is needed.
 error PermissionDenied(action: string)
 
-# Another operation on the same image is running, or the cache is being cleaned.
+# Another operation on the same image is running, or the cache is being cleaned or the pool made a btrfs.
 error Busy(name: string)
 
 # Only root may pass this parameter: a path on berthd's host (others pass

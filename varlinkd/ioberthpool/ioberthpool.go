@@ -52,8 +52,9 @@ func (e PermissionDenied) Error() string {
 	return s
 }
 
-// Another operation (a build, pull or publish) is running; cleaning now
-// would delete what it writes from under it.
+// Another operation (a build, pull or publish) is running: cleaning the
+// cache or making the pool a btrfs now would take what it writes from
+// under it.
 type Busy struct{}
 
 func (e Busy) Error() string {
@@ -199,7 +200,8 @@ func (m Show_methods) Upgrade(ctx context.Context, c *varlink.Connection) (func(
 
 // Make the pool a loopback btrfs file system: a sparse image file of size
 // bytes, formatted btrfs, mounted on the pool by a mount unit enabled for
-// boot. The pool must be empty and not already btrfs.
+// boot. The pool must be empty and not already btrfs; nothing else may run
+// meanwhile (Busy).
 type Init_methods struct{}
 
 func Init() Init_methods { return Init_methods{} }
@@ -426,8 +428,9 @@ func (c *VarlinkCall) ReplyPermissionDenied(ctx context.Context, action_ string)
 	return c.ReplyError(ctx, "io.berth.Pool.PermissionDenied", &out)
 }
 
-// Another operation (a build, pull or publish) is running; cleaning now
-// would delete what it writes from under it.
+// Another operation (a build, pull or publish) is running: cleaning the
+// cache or making the pool a btrfs now would take what it writes from
+// under it.
 func (c *VarlinkCall) ReplyBusy(ctx context.Context) error {
 	var out Busy
 	return c.ReplyError(ctx, "io.berth.Pool.Busy", &out)
@@ -491,7 +494,8 @@ func (s *VarlinkInterface) Show(ctx context.Context, c VarlinkCall) error {
 
 // Make the pool a loopback btrfs file system: a sparse image file of size
 // bytes, formatted btrfs, mounted on the pool by a mount unit enabled for
-// boot. The pool must be empty and not already btrfs.
+// boot. The pool must be empty and not already btrfs; nothing else may run
+// meanwhile (Busy).
 func (s *VarlinkInterface) Init(ctx context.Context, c VarlinkCall, size_ int64, image_ *string, allowInteractiveAuthentication_ *bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.berth.Pool.Init")
 }
@@ -587,7 +591,8 @@ method Show() -> (
 
 # Make the pool a loopback btrfs file system: a sparse image file of size
 # bytes, formatted btrfs, mounted on the pool by a mount unit enabled for
-# boot. The pool must be empty and not already btrfs.
+# boot. The pool must be empty and not already btrfs; nothing else may run
+# meanwhile (Busy).
 method Init(
 	size: int,
 	# Default: the pool's path with ".raw" appended, like machinectl's.
@@ -614,8 +619,9 @@ error PoolUnusable(path: string, reason: string)
 # The caller may not do this: root or the named polkit action is needed.
 error PermissionDenied(action: string)
 
-# Another operation (a build, pull or publish) is running; cleaning now
-# would delete what it writes from under it.
+# Another operation (a build, pull or publish) is running: cleaning the
+# cache or making the pool a btrfs now would take what it writes from
+# under it.
 error Busy()
 
 # Only root may pass this parameter (a path on berthd's host).

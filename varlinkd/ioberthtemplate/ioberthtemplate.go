@@ -127,7 +127,7 @@ func (e PermissionDenied) Error() string {
 	return s
 }
 
-// Another operation on the same name is running, or the cache is being cleaned.
+// Another operation on the same name is running, or the cache is being cleaned or the pool made a btrfs.
 type Busy struct {
 	Name string `json:"name"`
 }
@@ -626,7 +626,7 @@ func (c *VarlinkCall) ReplyPermissionDenied(ctx context.Context, action_ string)
 	return c.ReplyError(ctx, "io.berth.Template.PermissionDenied", &out)
 }
 
-// Another operation on the same name is running, or the cache is being cleaned.
+// Another operation on the same name is running, or the cache is being cleaned or the pool made a btrfs.
 func (c *VarlinkCall) ReplyBusy(ctx context.Context, name_ string) error {
 	var out Busy
 	out.Name = name_
@@ -895,7 +895,7 @@ error PoolUnusable(path: string, reason: string)
 # The caller may not do this: root or the named polkit action is needed.
 error PermissionDenied(action: string)
 
-# Another operation on the same name is running, or the cache is being cleaned.
+# Another operation on the same name is running, or the cache is being cleaned or the pool made a btrfs.
 error Busy(name: string)
 `
 }
