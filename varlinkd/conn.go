@@ -224,6 +224,8 @@ func (s *Server) dispatch(ctx context.Context, c *serverConn, msg []byte, fds []
 // and systemd 262's varlinkctl does; varlink/go's bindings answer such a
 // call with InvalidParameter.
 func withParameters(msg []byte) []byte {
+	// Read as varlink/go reads a call (a struct field, so the key
+	// matches as encoding/json matches it).
 	var probe struct {
 		Parameters json.RawMessage `json:"parameters"`
 	}

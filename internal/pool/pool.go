@@ -56,9 +56,6 @@ type Pool struct {
 func (p *Pool) Lock(name string) (func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.alone != "" {
-		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, aloneWhat(p.alone))
-	}
 	return p.claim(name)
 }
 
@@ -67,27 +64,22 @@ func (p *Pool) Lock(name string) (func(), error) {
 func (p *Pool) LockAlone(name string) (func(), error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.alone != "" {
-		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, aloneWhat(p.alone))
-	}
-	if len(p.busy) > 0 {
+	if p.alone == "" && len(p.busy) > 0 {
 		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, strings.Join(slices.Sorted(maps.Keys(p.busy)), ", "))
 	}
-	unlock, err := p.claim(name)
-	if err != nil {
+	if _, err := p.claim(name); err != nil {
 		return nil, err
 	}
 	p.alone = name
-	return func() {
-		p.mu.Lock()
-		p.alone = ""
-		p.mu.Unlock()
-		unlock()
-	}, nil
+	return func() { p.mu.Lock(); p.alone = ""; delete(p.busy, name); p.mu.Unlock() }, nil
 }
 
-// claim marks name busy; p.mu is held.
+// claim marks name busy unless it is or a claim held alone is; p.mu is
+// held.
 func (p *Pool) claim(name string) (func(), error) {
+	if p.alone != "" {
+		return nil, fmt.Errorf("%s: %w (%s)", name, ErrBusy, aloneWhat(p.alone))
+	}
 	if p.busy == nil {
 		p.busy = map[string]bool{}
 	}
